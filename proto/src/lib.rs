@@ -2,6 +2,8 @@
 //! encoded file descriptor set that servers register for reflection.
 #![forbid(unsafe_code)]
 
+pub mod convert;
+
 /// Package `clouddp.v1`.
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -1,1 +1,9 @@
+//! The pure domain of clouddp: names and their validation, distribution point kinds and thresholds.
+//! No I/O, no async runtime: everything here is plain data and rules, tested without a network.
 #![forbid(unsafe_code)]
+
+pub mod dp;
+pub mod page;
+pub mod validate;
+
+pub use validate::{ValidationError, ValidationResult};

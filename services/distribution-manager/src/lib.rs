@@ -1,1 +1,79 @@
+//! The clouddp distribution manager: the control plane for distribution points, DP groups, content, client
+//! policy and certificates. [`run`] serves it on a bound listener until a shutdown token is cancelled, so the
+//! binary and the tests start it the same way.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dp;
+pub mod error;
+pub mod grpc;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clouddp_platform::grpc::GrpcServer;
+use clouddp_proto::v1::certificate_service_server::CertificateServiceServer;
+use clouddp_proto::v1::client_policy_service_server::ClientPolicyServiceServer;
+use clouddp_proto::v1::content_location_service_server::ContentLocationServiceServer;
+use clouddp_proto::v1::content_service_server::ContentServiceServer;
+use clouddp_proto::v1::distribution_point_group_service_server::DistributionPointGroupServiceServer;
+use clouddp_proto::v1::distribution_point_service_server::DistributionPointServiceServer;
+use clouddp_proto::v1::site_service_server::SiteServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::DmConfig;
+pub use dp::DistributionManager;
+
+/// The database migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "distribution-manager.db";
+
+/// The gRPC services this process serves, as health reports them.
+pub const SERVICES: &[&str] = &[
+    "clouddp.v1.DistributionPointService",
+    "clouddp.v1.DistributionPointGroupService",
+    "clouddp.v1.ContentService",
+    "clouddp.v1.CertificateService",
+    "clouddp.v1.ClientPolicyService",
+    "clouddp.v1.ContentLocationService",
+    "clouddp.v1.SiteService",
+];
+
+/// Opens the data directory and database, then serves gRPC on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: DmConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.check()?;
+    let server = GrpcServer::new(&config.server)?;
+    let data_dir = &config.storage.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let pool = clouddp_platform::db::open_sqlite(&data_dir.join(DATABASE_FILE), &MIGRATOR).await?;
+    let manager = Arc::new(DistributionManager::new(
+        pool.clone(),
+        config.site.code.to_ascii_uppercase(),
+    ));
+    tracing::info!(data_dir = %data_dir.display(), site = %config.site.code, "distribution manager starting");
+
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(DistributionPointServiceServer::new(
+            grpc::DistributionPointGrpc::new(manager, shutdown.clone()),
+        ))
+        .add_service(DistributionPointGroupServiceServer::new(
+            grpc::DistributionPointGroupGrpc,
+        ))
+        .add_service(ContentServiceServer::new(grpc::ContentGrpc))
+        .add_service(CertificateServiceServer::new(grpc::CertificateGrpc))
+        .add_service(ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc))
+        .add_service(ContentLocationServiceServer::new(grpc::ContentLocationGrpc))
+        .add_service(SiteServiceServer::new(grpc::SiteGrpc));
+    let result = server.serve(listener, routes, SERVICES, shutdown).await;
+    pool.close().await;
+    Ok(result?)
+}

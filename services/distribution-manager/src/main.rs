@@ -1,1 +1,35 @@
-fn main() {}
+//! `clouddp-distribution-manager`: load config, init tracing, serve until SIGTERM/SIGINT.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use clouddp_distribution_manager::config::{DmConfig, ENV_PREFIX};
+use clouddp_platform::cli::ServerFlags;
+
+/// The clouddp distribution manager: distribution points, content, client policy and certificates over gRPC.
+///
+/// Configuration comes from --config FILE, then CLOUDDP_DM__SECTION__KEY environment variables
+/// (for example CLOUDDP_DM__SERVER__LISTEN=127.0.0.1:7400), then these flags.
+/// A bad configuration exits with code 64.
+#[derive(Debug, Parser)]
+#[command(name = "clouddp-distribution-manager", version)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerFlags,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    clouddp_platform::cli::server_main(
+        "clouddp-distribution-manager",
+        cli.server.check_config,
+        |env| {
+            let mut config: DmConfig =
+                clouddp_platform::config::load(cli.server.config.as_deref(), env, ENV_PREFIX)?;
+            cli.server
+                .apply(&mut config.server, &mut config.storage.data_dir);
+            config.check()?;
+            Ok(config)
+        },
+        clouddp_distribution_manager::run,
+    )
+}

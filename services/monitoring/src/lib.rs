@@ -1,1 +1,62 @@
+//! The clouddp monitoring service: follows the distribution manager's distribution points, and (as it grows)
+//! pulls their usage, writes the CloudDP logs, evaluates thresholds and streams alerts. [`run`] serves it on a
+//! bound listener until a shutdown token is cancelled.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod follower;
+pub mod grpc;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clouddp_platform::grpc::GrpcServer;
+use clouddp_proto::v1::monitoring_service_server::MonitoringServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::MonConfig;
+pub use follower::DpFollower;
+
+/// The database migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "monitoring.db";
+
+/// The gRPC services this process serves, as health reports them.
+pub const SERVICES: &[&str] = &["clouddp.v1.MonitoringService"];
+
+/// Opens the data directory, starts following the distribution manager, and serves gRPC on `listener` until
+/// `shutdown` is cancelled.
+pub async fn run(
+    config: MonConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.check()?;
+    let server = GrpcServer::new(&config.server)?;
+    let data_dir = &config.storage.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let pool = clouddp_platform::db::open_sqlite(&data_dir.join(DATABASE_FILE), &MIGRATOR).await?;
+    let upstream = &config.distribution_manager;
+    let channel = clouddp_platform::client::channel(&upstream.url, &upstream.tls)?;
+    let follower = Arc::new(DpFollower::new(pool.clone(), channel, upstream.url.clone()));
+    tracing::info!(data_dir = %data_dir.display(), distribution_manager = %upstream.url, "monitoring service starting");
+    let follow_task = tokio::spawn(follower.clone().run(shutdown.clone()));
+
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(MonitoringServiceServer::new(grpc::MonitoringGrpc::new(
+        follower,
+    )));
+    let result = server
+        .serve(listener, routes, SERVICES, shutdown.clone())
+        .await;
+    shutdown.cancel();
+    if let Err(error) = follow_task.await {
+        tracing::warn!(%error, "the follower task ended abnormally");
+    }
+    pool.close().await;
+    Ok(result?)
+}

@@ -1,1 +1,14 @@
+//! What every clouddp server shares: layered configuration, tracing with OpenTelemetry, TLS, the gRPC bootstrap
+//! (health, reflection, graceful shutdown), SQLite pools and gRPC client channels.
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use config::{ConfigError, ConfigResult};

@@ -1,0 +1,170 @@
+//! Validation of names and other user input, with messages a person can act on.
+
+/// Input that breaks a rule; the message names the field and says what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The field, as the API names it.
+    pub field: &'static str,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// An error about `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of a validation.
+pub type ValidationResult<T> = Result<T, ValidationError>;
+
+/// A display name: 1 to 63 characters of ASCII letters, digits, `-`, `_` and `.`, starting with a letter or digit.
+pub fn display_name(field: &'static str, value: &str) -> ValidationResult<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(field, "is required"));
+    }
+    if trimmed.len() > 63 {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "is {} characters long; at most 63 are allowed",
+                trimmed.len()
+            ),
+        ));
+    }
+    let starts_well = trimmed
+        .chars()
+        .next()
+        .is_some_and(|first| first.is_ascii_alphanumeric());
+    let allowed = trimmed
+        .chars()
+        .all(|character| character.is_ascii_alphanumeric() || matches!(character, '-' | '_' | '.'));
+    if !starts_well || !allowed {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{trimmed:?} is not allowed: use letters, digits, '-', '_' and '.', starting with a letter or digit"
+            ),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A site code: exactly three ASCII letters or digits, kept uppercase.
+pub fn site_code(value: &str) -> ValidationResult<String> {
+    let trimmed = value.trim();
+    if trimmed.len() != 3
+        || !trimmed
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric())
+    {
+        return Err(ValidationError::new(
+            "site_code",
+            format!(
+                "{trimmed:?} is not a site code: use exactly three letters or digits, for example CDP"
+            ),
+        ));
+    }
+    Ok(trimmed.to_ascii_uppercase())
+}
+
+/// An absolute filesystem path without `..` components or control characters.
+pub fn absolute_path(field: &'static str, value: &str) -> ValidationResult<String> {
+    if value.is_empty() {
+        return Err(ValidationError::new(field, "is required"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(field, "contains a control character"));
+    }
+    if !value.starts_with('/') {
+        return Err(ValidationError::new(
+            field,
+            format!("{value:?} is not an absolute path; give the full path, starting with '/'"),
+        ));
+    }
+    if value.split('/').any(|component| component == "..") {
+        return Err(ValidationError::new(
+            field,
+            format!("{value:?} must not contain '..'"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// An `https://` URL with a host; an optional port and path are kept as given, without a trailing `/`.
+pub fn https_url(field: &'static str, value: &str) -> ValidationResult<String> {
+    let Some(rest) = value.strip_prefix("https://") else {
+        return Err(ValidationError::new(
+            field,
+            format!("{value:?} is not an https:// URL; clients download over HTTPS only"),
+        ));
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    if host.is_empty()
+        || !host.chars().all(|character| {
+            character.is_ascii_alphanumeric() || matches!(character, '-' | '.' | '[' | ']')
+        })
+    {
+        return Err(ValidationError::new(
+            field,
+            format!("{value:?} has no valid host name"),
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names() {
+        assert_eq!(display_name("name", " dp-01.lab ").unwrap(), "dp-01.lab");
+        assert!(
+            display_name("name", "")
+                .unwrap_err()
+                .message
+                .contains("required")
+        );
+        assert!(display_name("name", "-dp").is_err());
+        assert!(display_name("name", "dp one").is_err());
+        assert!(
+            display_name("name", &"a".repeat(64))
+                .unwrap_err()
+                .message
+                .contains("64")
+        );
+    }
+
+    #[test]
+    fn site_codes() {
+        assert_eq!(site_code("cdp").unwrap(), "CDP");
+        assert!(site_code("CD").is_err());
+        assert!(site_code("C-P").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(absolute_path("p", "/srv/dp").unwrap(), "/srv/dp");
+        assert!(absolute_path("p", "srv/dp").is_err());
+        assert!(absolute_path("p", "/srv/../etc").is_err());
+        assert!(absolute_path("p", "/srv/\u{7}").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            https_url("address", "https://dp1.example.com:7443/").unwrap(),
+            "https://dp1.example.com:7443"
+        );
+        assert!(https_url("address", "http://dp1").is_err());
+        assert!(https_url("address", "https://").is_err());
+        assert!(https_url("address", "https://bad host").is_err());
+    }
+}

@@ -1,0 +1,390 @@
+//! Distribution points: the records, their repository in SQLite, and the use-case type that changes them and
+//! tells watchers.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clouddp_core::dp::{DpKind, DpState, Thresholds};
+use clouddp_core::validate;
+use sqlx::{Row, SqlitePool};
+use tokio::sync::broadcast;
+
+use crate::error::{DmError, DmResult};
+
+/// How many changes a watcher may fall behind before it must resubscribe.
+const WATCH_BUFFER: usize = 1024;
+
+/// Where a DP's content is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DpStore {
+    /// A local folder.
+    LocalFolder { path: String },
+    /// An Azure Blob container.
+    AzureBlob {
+        account: String,
+        container: String,
+        endpoint: String,
+    },
+}
+
+/// Cloud properties of a cloud DP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudProps {
+    /// Azure subscription id.
+    pub subscription_id: String,
+    /// Globally unique service name.
+    pub service_name: String,
+    /// Azure region.
+    pub region: String,
+    /// Service FQDN (service certificate CN).
+    pub service_fqdn: String,
+    /// Content endpoint instances.
+    pub instances: u32,
+}
+
+/// A distribution point as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpRecord {
+    /// `dp-<uuid>`.
+    pub id: String,
+    /// Unique display name.
+    pub name: String,
+    /// Kind.
+    pub kind: DpKind,
+    /// Lifecycle state.
+    pub state: DpState,
+    /// Why it is in its state.
+    pub state_reason: String,
+    /// Managing site.
+    pub site_code: String,
+    /// HTTPS base URL for clients.
+    pub address: String,
+    /// Content store.
+    pub store: Option<DpStore>,
+    /// Cloud properties (cloud DPs).
+    pub cloud: Option<CloudProps>,
+    /// Alert thresholds.
+    pub thresholds: Thresholds,
+    /// Preferred for these boundary groups.
+    pub boundary_groups: Vec<String>,
+    /// Pull DP.
+    pub pull_distribution_point: bool,
+    /// Creation time, ms since the epoch.
+    pub create_time_ms: i64,
+    /// Last change, ms since the epoch.
+    pub update_time_ms: i64,
+    /// Site-wide revision of its last change.
+    pub revision: u64,
+}
+
+/// A validated request to register an on-premises or internet-facing DP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOnPremDp {
+    /// Display name.
+    pub name: String,
+    /// OnPremises or InternetFacing.
+    pub kind: DpKind,
+    /// Managing site; the configured site when `None`.
+    pub site_code: Option<String>,
+    /// Content folder.
+    pub folder_path: String,
+    /// HTTPS base URL.
+    pub address: String,
+    /// Boundary group names.
+    pub boundary_groups: Vec<String>,
+    /// Pull DP.
+    pub pull_distribution_point: bool,
+}
+
+impl NewOnPremDp {
+    /// Validates every field; the first problem is returned with its field name.
+    pub fn new(
+        name: &str,
+        kind: DpKind,
+        site_code: &str,
+        folder_path: &str,
+        address: &str,
+        boundary_groups: &[String],
+        pull_distribution_point: bool,
+    ) -> DmResult<Self> {
+        if kind == DpKind::Cloud {
+            return Err(validate::ValidationError::new(
+                "kind",
+                "cloud DPs are installed with InstallCloudDistributionPoint, not registered",
+            )
+            .into());
+        }
+        let site_code = if site_code.trim().is_empty() {
+            None
+        } else {
+            Some(validate::site_code(site_code)?)
+        };
+        let mut groups = Vec::with_capacity(boundary_groups.len());
+        for group in boundary_groups {
+            let group = validate::display_name("boundary_groups", group)?;
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+        Ok(Self {
+            name: validate::display_name("name", name)?,
+            kind,
+            site_code,
+            folder_path: validate::absolute_path("folder_path", folder_path)?,
+            address: validate::https_url("address", address)?,
+            boundary_groups: groups,
+            pull_distribution_point,
+        })
+    }
+}
+
+/// What happened to a DP, as watchers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpChangeKind {
+    /// Created or changed.
+    Upserted,
+    /// Deleted.
+    Deleted,
+}
+
+/// One committed change of a DP.
+#[derive(Debug, Clone)]
+pub struct DpChange {
+    /// What happened.
+    pub kind: DpChangeKind,
+    /// The DP after the change (before it, when deleted).
+    pub dp: DpRecord,
+    /// Commit time, ms since the epoch.
+    pub time_ms: i64,
+}
+
+/// Manages DPs: validates, persists, and broadcasts each committed change.
+#[derive(Debug)]
+pub struct DistributionManager {
+    pool: SqlitePool,
+    site_code: String,
+    changes: broadcast::Sender<DpChange>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+impl DistributionManager {
+    /// A manager over `pool` for site `site_code`.
+    pub fn new(pool: SqlitePool, site_code: String) -> Self {
+        let (changes, _) = broadcast::channel(WATCH_BUFFER);
+        Self {
+            pool,
+            site_code,
+            changes,
+        }
+    }
+
+    /// Registers an on-premises or internet-facing DP.
+    pub async fn register(&self, request: NewOnPremDp) -> DmResult<DpRecord> {
+        let now = now_ms();
+        let mut transaction = self.pool.begin().await?;
+        let revision = next_revision(&mut transaction).await?;
+        let record = DpRecord {
+            id: format!("dp-{}", uuid::Uuid::new_v4()),
+            name: request.name,
+            kind: request.kind,
+            state: DpState::Ready,
+            state_reason: String::new(),
+            site_code: request.site_code.unwrap_or_else(|| self.site_code.clone()),
+            address: request.address,
+            store: Some(DpStore::LocalFolder {
+                path: request.folder_path,
+            }),
+            cloud: None,
+            thresholds: Thresholds::default(),
+            boundary_groups: request.boundary_groups,
+            pull_distribution_point: request.pull_distribution_point,
+            create_time_ms: now,
+            update_time_ms: now,
+            revision,
+        };
+        insert(&mut transaction, &record)
+            .await
+            .map_err(|error| match error {
+                sqlx::Error::Database(database) if database.is_unique_violation() => {
+                    DmError::AlreadyExists(format!(
+                        "a distribution point named {:?} exists already; choose another name",
+                        record.name
+                    ))
+                }
+                other => other.into(),
+            })?;
+        transaction.commit().await?;
+        tracing::info!(dp.id = %record.id, dp.name = %record.name, dp.kind = record.kind.as_str(), revision, "distribution point registered");
+        self.publish(DpChangeKind::Upserted, &record, now);
+        Ok(record)
+    }
+
+    /// One DP by id or name.
+    pub async fn get(&self, id_or_name: &str) -> DmResult<DpRecord> {
+        let row = sqlx::query("SELECT * FROM distribution_points WHERE id = ?1 OR name = ?1")
+            .bind(id_or_name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => decode(&row),
+            None => Err(DmError::NotFound(format!(
+                "no distribution point has the id or name {id_or_name:?}; list them with `clouddp dp list`"
+            ))),
+        }
+    }
+
+    /// All DPs, optionally of one kind, ordered by name.
+    pub async fn list(&self, kind: Option<DpKind>) -> DmResult<Vec<DpRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM distribution_points WHERE ?1 IS NULL OR kind = ?1 ORDER BY name COLLATE NOCASE",
+        )
+        .bind(kind.map(DpKind::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Subscribes to changes, then reads the current DPs: every change committed after the snapshot is
+    /// delivered by the receiver (some may also be in the snapshot; compare revisions).
+    pub async fn watch(&self) -> DmResult<(Vec<DpRecord>, broadcast::Receiver<DpChange>)> {
+        let receiver = self.changes.subscribe();
+        let snapshot = self.list(None).await?;
+        Ok((snapshot, receiver))
+    }
+
+    fn publish(&self, kind: DpChangeKind, dp: &DpRecord, time_ms: i64) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.changes.send(DpChange {
+            kind,
+            dp: dp.clone(),
+            time_ms,
+        });
+    }
+}
+
+async fn next_revision(transaction: &mut sqlx::SqliteConnection) -> DmResult<u64> {
+    let value: i64 = sqlx::query_scalar(
+        "UPDATE site_counters SET value = value + 1 WHERE name = 'dp_revision' RETURNING value",
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    u64::try_from(value).map_err(|_| DmError::Internal(format!("negative revision {value}")))
+}
+
+async fn insert(
+    transaction: &mut sqlx::SqliteConnection,
+    dp: &DpRecord,
+) -> Result<(), sqlx::Error> {
+    let (folder_path, azure_account, azure_container, azure_endpoint) = match &dp.store {
+        Some(DpStore::LocalFolder { path }) => (Some(path.as_str()), None, None, None),
+        Some(DpStore::AzureBlob {
+            account,
+            container,
+            endpoint,
+        }) => (
+            None,
+            Some(account.as_str()),
+            Some(container.as_str()),
+            Some(endpoint.as_str()),
+        ),
+        None => (None, None, None, None),
+    };
+    let cloud = dp.cloud.as_ref();
+    sqlx::query(
+        "INSERT INTO distribution_points (id, name, kind, state, state_reason, site_code, address, folder_path, \
+         azure_account, azure_container, azure_endpoint, subscription_id, service_name, region, service_fqdn, \
+         instances, thresholds, boundary_groups, pull_distribution_point, create_time_ms, update_time_ms, revision) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+    )
+    .bind(&dp.id)
+    .bind(&dp.name)
+    .bind(dp.kind.as_str())
+    .bind(dp.state.as_str())
+    .bind(&dp.state_reason)
+    .bind(&dp.site_code)
+    .bind(&dp.address)
+    .bind(folder_path)
+    .bind(azure_account)
+    .bind(azure_container)
+    .bind(azure_endpoint)
+    .bind(cloud.map(|cloud| cloud.subscription_id.as_str()))
+    .bind(cloud.map(|cloud| cloud.service_name.as_str()))
+    .bind(cloud.map(|cloud| cloud.region.as_str()))
+    .bind(cloud.map(|cloud| cloud.service_fqdn.as_str()))
+    .bind(cloud.map(|cloud| i64::from(cloud.instances)))
+    .bind(serde_json::to_string(&dp.thresholds).map_err(|error| sqlx::Error::Encode(error.into()))?)
+    .bind(serde_json::to_string(&dp.boundary_groups).map_err(|error| sqlx::Error::Encode(error.into()))?)
+    .bind(dp.pull_distribution_point)
+    .bind(dp.create_time_ms)
+    .bind(dp.update_time_ms)
+    .bind(i64::try_from(dp.revision).unwrap_or(i64::MAX))
+    .execute(&mut *transaction)
+    .await?;
+    Ok(())
+}
+
+fn decode(row: &sqlx::sqlite::SqliteRow) -> DmResult<DpRecord> {
+    let corrupt =
+        |what: &str| DmError::Internal(format!("stored distribution point has an invalid {what}"));
+    let kind_text: String = row.try_get("kind")?;
+    let state_text: String = row.try_get("state")?;
+    let folder_path: Option<String> = row.try_get("folder_path")?;
+    let azure_account: Option<String> = row.try_get("azure_account")?;
+    let store = match (folder_path, azure_account) {
+        (Some(path), _) => Some(DpStore::LocalFolder { path }),
+        (None, Some(account)) => Some(DpStore::AzureBlob {
+            account,
+            container: row
+                .try_get::<Option<String>, _>("azure_container")?
+                .unwrap_or_default(),
+            endpoint: row
+                .try_get::<Option<String>, _>("azure_endpoint")?
+                .unwrap_or_default(),
+        }),
+        (None, None) => None,
+    };
+    let service_name: Option<String> = row.try_get("service_name")?;
+    let cloud = match service_name {
+        Some(service_name) => Some(CloudProps {
+            subscription_id: row
+                .try_get::<Option<String>, _>("subscription_id")?
+                .unwrap_or_default(),
+            service_name,
+            region: row
+                .try_get::<Option<String>, _>("region")?
+                .unwrap_or_default(),
+            service_fqdn: row
+                .try_get::<Option<String>, _>("service_fqdn")?
+                .unwrap_or_default(),
+            instances: u32::try_from(row.try_get::<Option<i64>, _>("instances")?.unwrap_or(2))
+                .map_err(|_| corrupt("instance count"))?,
+        }),
+        None => None,
+    };
+    let thresholds_json: String = row.try_get("thresholds")?;
+    let groups_json: String = row.try_get("boundary_groups")?;
+    Ok(DpRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: DpKind::parse(&kind_text).ok_or_else(|| corrupt("kind"))?,
+        state: DpState::parse(&state_text).ok_or_else(|| corrupt("state"))?,
+        state_reason: row.try_get("state_reason")?,
+        site_code: row.try_get("site_code")?,
+        address: row.try_get("address")?,
+        store,
+        cloud,
+        thresholds: serde_json::from_str(&thresholds_json).map_err(|_| corrupt("thresholds"))?,
+        boundary_groups: serde_json::from_str(&groups_json)
+            .map_err(|_| corrupt("boundary group list"))?,
+        pull_distribution_point: row.try_get("pull_distribution_point")?,
+        create_time_ms: row.try_get("create_time_ms")?,
+        update_time_ms: row.try_get("update_time_ms")?,
+        revision: u64::try_from(row.try_get::<i64, _>("revision")?)
+            .map_err(|_| corrupt("revision"))?,
+    })
+}

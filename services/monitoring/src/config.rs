@@ -1,0 +1,189 @@
+//! The monitoring service's configuration: file, then `CLOUDDP_MON__SECTION__KEY` variables, then flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clouddp_platform::config::{LogSettings, ServerSettings};
+use clouddp_platform::tls::ClientTlsSettings;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override the config file.
+pub const ENV_PREFIX: &str = "CLOUDDP_MON";
+
+/// The default gRPC port of the monitoring service.
+pub const DEFAULT_PORT: u16 = 7401;
+
+/// Configuration of the monitoring service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MonConfig {
+    /// The gRPC listener.
+    #[serde(default = "default_server")]
+    pub server: ServerSettings,
+    /// Where the database and the CloudDP logs live.
+    #[serde(default)]
+    pub storage: StorageSettings,
+    /// The distribution manager this service follows.
+    #[serde(default)]
+    pub distribution_manager: UpstreamSettings,
+    /// The usage pull.
+    #[serde(default)]
+    pub pull: PullSettings,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+impl Default for MonConfig {
+    fn default() -> Self {
+        Self {
+            server: default_server(),
+            storage: StorageSettings::default(),
+            distribution_manager: UpstreamSettings::default(),
+            pull: PullSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+fn default_server() -> ServerSettings {
+    ServerSettings::plaintext(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+}
+
+/// Where the monitoring service keeps its state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Directory of the SQLite database (`monitoring.db`); created if missing.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("clouddp-data/monitoring"),
+        }
+    }
+}
+
+/// How to reach the distribution manager.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// Its gRPC URL, `http://` or `https://`.
+    pub url: String,
+    /// TLS for an `https://` URL.
+    #[serde(default)]
+    pub tls: ClientTlsSettings,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:7400".to_owned(),
+            tls: ClientTlsSettings::default(),
+        }
+    }
+}
+
+/// The usage pull.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PullSettings {
+    /// Interval between pulls, for example `1h` (the default, as the reference) or `1s` in tests.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+}
+
+impl Default for PullSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Serde of a [`Duration`] as a humantime string (`1h`, `30s`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like 1h or 30s: {error}"
+            ))
+        })
+    }
+}
+
+impl MonConfig {
+    /// Checks values that parse but are not allowed.
+    pub fn check(&self) -> clouddp_platform::ConfigResult<()> {
+        self.server.check()?;
+        if self.pull.interval < Duration::from_secs(1) {
+            return Err(clouddp_platform::ConfigError::Invalid(format!(
+                "[pull] interval {} is below the minimum of 1s",
+                humantime::format_duration(self.pull.interval)
+            )));
+        }
+        let url = &self.distribution_manager.url;
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(clouddp_platform::ConfigError::Invalid(format!(
+                "[distribution_manager] url {url:?} must start with http:// or https://"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl clouddp_platform::cli::ServiceConfig for MonConfig {
+    fn server(&self) -> &ServerSettings {
+        &self.server
+    }
+
+    fn log(&self) -> &LogSettings {
+        &self.log
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_under_deploy_parse() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        let mut parsed = 0;
+        for entry in std::fs::read_dir(&deploy).unwrap() {
+            let path = entry.unwrap().path();
+            let file_name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !file_name.starts_with("monitoring") || !file_name.ends_with(".toml") {
+                continue;
+            }
+            let config: MonConfig =
+                clouddp_platform::config::load(Some(&path), &Default::default(), ENV_PREFIX)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            config.check().unwrap();
+            parsed += 1;
+        }
+        assert!(
+            parsed >= 1,
+            "no monitoring*.toml under {}",
+            deploy.display()
+        );
+    }
+
+    #[test]
+    fn interval_below_one_second_is_refused() {
+        let env = [("CLOUDDP_MON__PULL__INTERVAL".to_owned(), "500ms".to_owned())].into();
+        let config: MonConfig = clouddp_platform::config::load(None, &env, ENV_PREFIX).unwrap();
+        assert!(config.check().unwrap_err().to_string().contains("minimum"));
+    }
+}

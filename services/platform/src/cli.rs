@@ -1,0 +1,123 @@
+//! Command-line flags every server shares, applied over the file and environment configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::{ServerSettings, TlsSettings};
+
+/// Flags of every clouddp server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerFlags {
+    /// TOML config file; values in it are overridden by environment variables, then by flags.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for gRPC, for example 127.0.0.1:7400.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the service's database and files; created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PEM certificate chain for TLS (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (needs --tls-cert); must not be readable by others.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate issued by one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without TLS.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Load and check the configuration, print it as TOML, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl ServerFlags {
+    /// Applies the flags that were given over `server` and `data_dir`.
+    pub fn apply(&self, server: &mut ServerSettings, data_dir: &mut PathBuf) {
+        if let Some(listen) = self.listen {
+            server.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            data_dir.clone_from(dir);
+        }
+        if let (Some(certificate), Some(private_key)) = (&self.tls_cert, &self.tls_key) {
+            server.tls = Some(TlsSettings {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            });
+        }
+        if self.insecure {
+            server.insecure = true;
+        }
+    }
+}
+
+/// What a server binary needs from its config to start.
+pub trait ServiceConfig: serde::Serialize {
+    /// The listener settings.
+    fn server(&self) -> &ServerSettings;
+    /// The log settings.
+    fn log(&self) -> &crate::config::LogSettings;
+}
+
+/// The whole `main` of a server binary: load the config (exit 64 with one line when it is bad), print it and
+/// exit for `--check-config`, else init tracing, bind the listener, and `run` until SIGTERM/SIGINT.
+pub fn server_main<C, Run, Fut>(
+    binary: &'static str,
+    check_config: bool,
+    load: impl FnOnce(&std::collections::BTreeMap<String, String>) -> anyhow::Result<C>,
+    run: Run,
+) -> !
+where
+    C: ServiceConfig,
+    Run: FnOnce(C, tokio::net::TcpListener, tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let env = crate::config::process_env();
+    let config = match load(&env) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{binary}: {error:#}");
+            std::process::exit(crate::config::EXIT_CONFIG);
+        }
+    };
+    if check_config {
+        match toml::to_string(&config) {
+            Ok(text) => print!("{text}"),
+            Err(error) => eprintln!("{binary}: cannot print the configuration: {error}"),
+        }
+        std::process::exit(0);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{binary}: cannot start the async runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        let _telemetry = crate::telemetry::init(binary, config.log(), &env)?;
+        let shutdown = crate::shutdown::on_signals()?;
+        let listen = config.server().listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
+        run(config, listener, shutdown).await
+    });
+    // Background tasks still holding the runtime must not delay the exit past the drain timeout.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
+        Ok(()) => std::process::exit(0),
+        Err(error) => {
+            eprintln!("{binary}: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}

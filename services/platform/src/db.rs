@@ -1,0 +1,58 @@
+//! SQLite pools: WAL, synchronous=FULL, foreign keys on, migrations at start.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// A database that could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Opening the file failed.
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    /// A migration failed.
+    #[error("cannot migrate database {path}: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Result of opening a database.
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Opens (creating if needed) the SQLite database at `path` and runs `migrator`.
+pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> DbResult<SqlitePool> {
+    let display = path.display().to_string();
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|source| DbError::Open {
+            path: display.clone(),
+            source,
+        })?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(|source| DbError::Open {
+            path: display.clone(),
+            source,
+        })?;
+    migrator
+        .run(&pool)
+        .await
+        .map_err(|source| DbError::Migrate {
+            path: display,
+            source,
+        })?;
+    Ok(pool)
+}

@@ -1,0 +1,146 @@
+//! The gRPC bootstrap every service uses: health, reflection v1 and v1alpha, TLS, a span per RPC, and a graceful
+//! shutdown that turns health NOT_SERVING first, lets streams end, and gives up on draining after a timeout.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::config::ServerSettings;
+use crate::tls::{self, TlsError};
+
+/// How long open connections may take to finish after shutdown starts.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A server that could not start or failed while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listen settings are refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Reflection could not be built from the descriptor sets.
+    #[error("cannot build server reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Result of serving.
+pub type ServeResult<T> = Result<T, ServeError>;
+
+/// A configured gRPC server, ready to serve on a bound listener.
+#[derive(Debug)]
+pub struct GrpcServer {
+    tls: Option<ServerTlsConfig>,
+}
+
+impl GrpcServer {
+    /// Checks `settings` and loads the TLS material.
+    pub fn new(settings: &ServerSettings) -> ServeResult<Self> {
+        settings.check()?;
+        let tls = settings.tls.as_ref().map(tls::server_config).transpose()?;
+        Ok(Self { tls })
+    }
+
+    /// Serves `routes` (plus health and reflection) on `listener` until `shutdown` is cancelled.
+    /// `service_names` are reported SERVING by the health service while up.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        mut routes: RoutesBuilder,
+        service_names: &[&'static str],
+        shutdown: CancellationToken,
+    ) -> ServeResult<()> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        for name in service_names.iter().copied().chain([""]) {
+            reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 =
+            reflection_builder(service_names, "grpc.reflection.v1.ServerReflection")
+                .build_v1()
+                .map_err(|error| ServeError::Reflection(error.to_string()))?;
+        let reflection_v1alpha =
+            reflection_builder(service_names, "grpc.reflection.v1alpha.ServerReflection")
+                .build_v1alpha()
+                .map_err(|error| ServeError::Reflection(error.to_string()))?;
+        routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let mut builder = Server::builder()
+            .trace_fn(crate::telemetry::rpc_span)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)));
+        let tls_enabled = self.tls.is_some();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let local_addr = listener.local_addr().ok();
+        tracing::info!(addr = ?local_addr, tls = tls_enabled, "gRPC server listening");
+        let incoming = TcpListenerStream::new(listener);
+        let stop_reporter = reporter.clone();
+        let stop_signal = shutdown.clone();
+        let signal = async move {
+            stop_signal.cancelled().await;
+            for name in service_names.iter().copied().chain([""]) {
+                stop_reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        };
+        let server = builder
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result?,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } => {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections did not drain in time; closing them");
+            }
+        }
+        tracing::info!("gRPC server stopped");
+        Ok(())
+    }
+}
+
+/// Reflection over every clouddp.v1 file and the health service, advertising only the services served here.
+fn reflection_builder(
+    service_names: &[&'static str],
+    reflection_name: &'static str,
+) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(clouddp_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for name in service_names
+        .iter()
+        .copied()
+        .chain(["grpc.health.v1.Health", reflection_name])
+    {
+        builder = builder.with_service_name(name);
+    }
+    builder
+}
+
+/// A boxed response stream, the type of streaming RPCs not yet available.
+pub type PendingStream<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+/// The answer of an RPC whose capability is not available yet: UNIMPLEMENTED naming the capability.
+pub fn pending(capability: &str, rpc: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!(
+        "{rpc} is part of the {capability} capability, which this server does not provide yet"
+    ))
+}
