@@ -1,1 +1,60 @@
-fn main() {}
+//! `clouddp`: the admin command line of clouddp, over the clouddp.v1 gRPC API.
+#![forbid(unsafe_code)]
+
+mod connect;
+mod dp;
+mod output;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::connect::Endpoints;
+use crate::output::OutputFormat;
+
+/// Exit code when a service cannot be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code when the service refused or failed the request.
+pub const EXIT_FAILED: u8 = 1;
+
+/// clouddp: manage cloud and on-premises distribution points, content and alerts.
+///
+/// Exit codes: 0 success; 1 the request was refused or failed (the message says why);
+/// 2 bad command-line usage; 3 a service could not be reached.
+#[derive(Debug, Parser)]
+#[command(name = "clouddp", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Output format: a table for people, or JSON for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show whether the distribution manager and the monitoring service are up.
+    Status,
+    /// Manage distribution points.
+    #[command(subcommand)]
+    Dp(dp::DpCommand),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Status => status::run(&cli.endpoints, cli.output).await,
+        Command::Dp(command) => dp::run(command, &cli.endpoints, cli.output).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("clouddp: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

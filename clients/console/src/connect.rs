@@ -1,0 +1,191 @@
+//! Endpoints, channels and the mapping of gRPC failures to messages a person can act on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::{EXIT_FAILED, EXIT_UNREACHABLE};
+
+/// Where the services are and how to reach them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Endpoints {
+    /// The distribution manager's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDDP_ENDPOINT",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    pub endpoint: String,
+    /// The monitoring service's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDDP_MONITORING_ENDPOINT",
+        default_value = "http://127.0.0.1:7401"
+    )]
+    pub monitoring_endpoint: String,
+    /// PEM CA certificate that issued the services' certificates (for https:// URLs).
+    #[arg(long, global = true, env = "CLOUDDP_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, when the services require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDDP_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM client private key, when the services require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDDP_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+    /// Seconds to wait for each request.
+    #[arg(long, global = true, env = "CLOUDDP_TIMEOUT", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// Which service a call goes to, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The distribution manager.
+    DistributionManager,
+    /// The monitoring service.
+    Monitoring,
+}
+
+impl Service {
+    /// Its name in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DistributionManager => "distribution manager",
+            Self::Monitoring => "monitoring service",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::DistributionManager => "--endpoint or CLOUDDP_ENDPOINT",
+            Self::Monitoring => "--monitoring-endpoint or CLOUDDP_MONITORING_ENDPOINT",
+        }
+    }
+}
+
+/// A command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The service could not be reached.
+    #[error("cannot reach the {service} at {url}: {detail}. Is it running? Point {flag} at it.")]
+    Unreachable {
+        service: &'static str,
+        url: String,
+        detail: String,
+        flag: &'static str,
+    },
+    /// The service answered with an error.
+    #[error("the {service} refused the request ({code}): {message}")]
+    Refused {
+        service: &'static str,
+        code: String,
+        message: String,
+    },
+    /// Local input or setup is wrong.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Unreachable { .. } => EXIT_UNREACHABLE,
+            Self::Refused { .. } | Self::Local(_) => EXIT_FAILED,
+        }
+    }
+}
+
+/// Result of a command.
+pub type CliResult<T> = Result<T, CliError>;
+
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+impl Endpoints {
+    /// The URL of `service`.
+    pub fn url(&self, service: Service) -> &str {
+        match service {
+            Service::DistributionManager => &self.endpoint,
+            Service::Monitoring => &self.monitoring_endpoint,
+        }
+    }
+
+    /// A lazily connecting channel to `service`.
+    pub fn channel(&self, service: Service) -> CliResult<Channel> {
+        let url = self.url(service);
+        let local = |message: String| {
+            CliError::Local(format!("{} url {url:?}: {message}", service.label()))
+        };
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|error| local(error.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(self.timeout));
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.ca_cert {
+                let pem = std::fs::read(ca).map_err(|error| {
+                    CliError::Local(format!("cannot read --ca-cert {}: {error}", ca.display()))
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let (Some(certificate), Some(key)) = (&self.client_cert, &self.client_key) {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|error| {
+                        CliError::Local(format!("cannot read {}: {error}", path.display()))
+                    })
+                };
+                tls = tls.identity(Identity::from_pem(read(certificate)?, read(key)?));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|error| local(error.to_string()))?;
+        } else if !url.starts_with("http://") {
+            return Err(local("use an http:// or https:// url".to_owned()));
+        }
+        Ok(endpoint.connect_lazy())
+    }
+
+    /// Turns a failed call to `service` into a message a person can act on.
+    pub fn failure(&self, service: Service, status: &tonic::Status) -> CliError {
+        // A transport failure carries its cause; an UNAVAILABLE sent by the service itself does not.
+        let transport_failure = status.code() == tonic::Code::Unavailable
+            && std::error::Error::source(status).is_some();
+        if transport_failure {
+            let detail = std::error::Error::source(status)
+                .map(innermost)
+                .unwrap_or_else(|| status.message().to_owned());
+            return CliError::Unreachable {
+                service: service.label(),
+                url: self.url(service).to_owned(),
+                detail,
+                flag: service.flag(),
+            };
+        }
+        CliError::Refused {
+            service: service.label(),
+            code: format!("{:?}", status.code()),
+            message: status.message().to_owned(),
+        }
+    }
+}

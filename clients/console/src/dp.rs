@@ -1,0 +1,268 @@
+//! `clouddp dp …`: distribution points.
+
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+use clouddp_proto::v1 as pb;
+use clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::output::{OutputFormat, print_json, table, time_text};
+
+/// Distribution point commands.
+#[derive(Debug, Subcommand)]
+pub enum DpCommand {
+    /// Register an on-premises or internet-facing distribution point with its content folder.
+    Register {
+        /// Unique name: letters, digits, '-', '_' and '.'.
+        #[arg(long)]
+        name: String,
+        /// Where the DP runs.
+        #[arg(long, value_enum, default_value_t = RegisterKind::OnPremises)]
+        kind: RegisterKind,
+        /// Absolute path of the DP's content folder.
+        #[arg(long, value_name = "PATH")]
+        folder: String,
+        /// HTTPS base URL clients download from, for example https://dp1.example.com:7443.
+        #[arg(long, value_name = "URL")]
+        address: String,
+        /// A boundary group whose clients prefer this DP; repeat for several.
+        #[arg(long = "boundary-group", value_name = "NAME")]
+        boundary_groups: Vec<String>,
+        /// The managing site's three-character code; the site's own by default.
+        #[arg(long, value_name = "CODE", default_value = "")]
+        site: String,
+        /// Make it a pull distribution point.
+        #[arg(long)]
+        pull: bool,
+    },
+    /// List distribution points.
+    List {
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        kind: Option<ListKind>,
+    },
+    /// Show one distribution point with all its properties.
+    Show {
+        /// Its id or name.
+        id: String,
+    },
+}
+
+/// Kinds that can be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegisterKind {
+    /// On the intranet.
+    OnPremises,
+    /// Also reachable from the internet.
+    InternetFacing,
+}
+
+/// Kinds to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListKind {
+    /// Cloud DPs.
+    Cloud,
+    /// On-premises DPs.
+    OnPremises,
+    /// Internet-facing DPs.
+    InternetFacing,
+}
+
+fn kind_label(kind: i32) -> &'static str {
+    match pb::DistributionPointKind::try_from(kind).unwrap_or_default() {
+        pb::DistributionPointKind::Cloud => "cloud",
+        pb::DistributionPointKind::OnPremises => "on-premises",
+        pb::DistributionPointKind::InternetFacing => "internet-facing",
+        pb::DistributionPointKind::Unspecified => "unknown",
+    }
+}
+
+fn state_label(state: i32) -> &'static str {
+    match pb::DistributionPointState::try_from(state).unwrap_or_default() {
+        pb::DistributionPointState::Provisioning => "provisioning",
+        pb::DistributionPointState::Ready => "ready",
+        pb::DistributionPointState::Stopped => "stopped",
+        pb::DistributionPointState::Error => "error",
+        pb::DistributionPointState::CertificatesRequired => "certificates required",
+        pb::DistributionPointState::Deleting => "deleting",
+        pb::DistributionPointState::Unspecified => "unknown",
+    }
+}
+
+fn store_label(dp: &pb::DistributionPoint) -> String {
+    match dp.store.as_ref().and_then(|store| store.location.as_ref()) {
+        Some(pb::store_location::Location::LocalFolder(folder)) => {
+            format!("folder {}", folder.path)
+        }
+        Some(pb::store_location::Location::AzureBlob(blob)) => {
+            format!("azure blob {}/{}", blob.account, blob.container)
+        }
+        None => String::new(),
+    }
+}
+
+/// The JSON form of a DP, for `--output json`.
+pub fn dp_json(dp: &pb::DistributionPoint) -> serde_json::Value {
+    let thresholds = dp.thresholds.clone().unwrap_or_default();
+    json!({
+        "id": dp.id,
+        "name": dp.name,
+        "kind": kind_label(dp.kind),
+        "state": state_label(dp.state),
+        "state_reason": dp.state_reason,
+        "site_code": dp.site_code,
+        "address": dp.address,
+        "store": store_label(dp),
+        "boundary_groups": dp.boundary_groups,
+        "pull_distribution_point": dp.pull_distribution_point,
+        "cloud": dp.cloud.as_ref().map(|cloud| json!({
+            "subscription_id": cloud.subscription_id,
+            "service_name": cloud.service_name,
+            "region": cloud.region,
+            "service_fqdn": cloud.service_fqdn,
+            "instances": cloud.instances,
+        })),
+        "thresholds": {
+            "storage_alert_gb": thresholds.storage_alert_gb,
+            "storage_warning_percent": thresholds.storage_warning_percent,
+            "storage_critical_percent": thresholds.storage_critical_percent,
+            "transfer_alert_gb": thresholds.transfer_alert_gb,
+            "transfer_warning_percent": thresholds.transfer_warning_percent,
+            "transfer_critical_percent": thresholds.transfer_critical_percent,
+        },
+        "content_count": dp.content_count,
+        "content_bytes": dp.content_bytes,
+        "create_time": time_text(dp.create_time.as_ref()),
+        "update_time": time_text(dp.update_time.as_ref()),
+        "revision": dp.revision,
+    })
+}
+
+fn print_one(dp: &pb::DistributionPoint, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => print_json(&dp_json(dp)),
+        OutputFormat::Table => {
+            let mut rows = table(&["PROPERTY", "VALUE"]);
+            let value = dp_json(dp);
+            if let Some(object) = value.as_object() {
+                for (key, field) in object {
+                    let text = match field {
+                        serde_json::Value::String(text) => text.clone(),
+                        serde_json::Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    rows.add_row(vec![key.clone(), text]);
+                }
+            }
+            println!("{rows}");
+        }
+    }
+}
+
+/// Runs a `dp` command.
+pub async fn run(
+    command: DpCommand,
+    endpoints: &Endpoints,
+    output: OutputFormat,
+) -> CliResult<ExitCode> {
+    let service = Service::DistributionManager;
+    let mut client: DistributionPointServiceClient<Channel> =
+        DistributionPointServiceClient::new(endpoints.channel(service)?);
+    let fail = |status: tonic::Status| -> CliError { endpoints.failure(service, &status) };
+    match command {
+        DpCommand::Register {
+            name,
+            kind,
+            folder,
+            address,
+            boundary_groups,
+            site,
+            pull,
+        } => {
+            let kind = match kind {
+                RegisterKind::OnPremises => pb::DistributionPointKind::OnPremises,
+                RegisterKind::InternetFacing => pb::DistributionPointKind::InternetFacing,
+            };
+            let dp = client
+                .register_distribution_point(pb::RegisterDistributionPointRequest {
+                    name,
+                    kind: kind.into(),
+                    site_code: site,
+                    folder_path: folder,
+                    address,
+                    boundary_groups,
+                    pull_distribution_point: pull,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            if output == OutputFormat::Table {
+                println!("registered distribution point {} ({})", dp.name, dp.id);
+            } else {
+                print_one(&dp, output);
+            }
+        }
+        DpCommand::Show { id } => {
+            let dp = client
+                .get_distribution_point(pb::GetDistributionPointRequest { id })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            print_one(&dp, output);
+        }
+        DpCommand::List { kind } => {
+            let kind = match kind {
+                None => pb::DistributionPointKind::Unspecified,
+                Some(ListKind::Cloud) => pb::DistributionPointKind::Cloud,
+                Some(ListKind::OnPremises) => pb::DistributionPointKind::OnPremises,
+                Some(ListKind::InternetFacing) => pb::DistributionPointKind::InternetFacing,
+            };
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_distribution_points(pb::ListDistributionPointsRequest {
+                        kind: kind.into(),
+                        page: Some(pb::PageRequest {
+                            page_size: 1000,
+                            page_token,
+                        }),
+                    })
+                    .await
+                    .map_err(fail)?
+                    .into_inner();
+                all.extend(page.distribution_points);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            match output {
+                OutputFormat::Json => {
+                    print_json(&serde_json::Value::Array(all.iter().map(dp_json).collect()))
+                }
+                OutputFormat::Table => {
+                    let mut rows =
+                        table(&["NAME", "KIND", "STATE", "SITE", "ADDRESS", "STORE", "ID"]);
+                    for dp in &all {
+                        rows.add_row(vec![
+                            dp.name.clone(),
+                            kind_label(dp.kind).to_owned(),
+                            state_label(dp.state).to_owned(),
+                            dp.site_code.clone(),
+                            dp.address.clone(),
+                            store_label(dp),
+                            dp.id.clone(),
+                        ]);
+                    }
+                    println!("{rows}");
+                    println!("{} distribution point(s)", all.len());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
