@@ -106,7 +106,7 @@ fn store_label(dp: &pb::DistributionPoint) -> String {
 
 /// The JSON form of a DP, for `--output json`.
 pub fn dp_json(dp: &pb::DistributionPoint) -> serde_json::Value {
-    let thresholds = dp.thresholds.clone().unwrap_or_default();
+    let thresholds = dp.thresholds.unwrap_or_default();
     json!({
         "id": dp.id,
         "name": dp.name,
