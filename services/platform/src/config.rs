@@ -35,14 +35,19 @@ pub enum ConfigError {
 /// Result of loading or checking configuration.
 pub type ConfigResult<T> = Result<T, ConfigError>;
 
-/// Loads a config of type `T`: defaults, then `file` (if any), then the variables of `env` that start with
-/// `env_prefix` followed by `__`.
-pub fn load<T: DeserializeOwned>(
+/// Loads a config of type `T`: its defaults, then `file` (if any), then the variables of `env` that start with
+/// `env_prefix` followed by `__`. Each layer overrides single keys, at any depth, so setting one key of a section
+/// keeps the defaults of the others.
+pub fn load<T: DeserializeOwned + Serialize + Default>(
     file: Option<&Path>,
     env: &BTreeMap<String, String>,
     env_prefix: &str,
 ) -> ConfigResult<T> {
-    let mut table = match file {
+    let mut table = toml::Table::try_from(T::default()).map_err(|error| ConfigError::Parse {
+        origin: " defaults".to_owned(),
+        message: error.to_string(),
+    })?;
+    let file_table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_path_buf(),
@@ -56,6 +61,7 @@ pub fn load<T: DeserializeOwned>(
         }
         None => toml::Table::new(),
     };
+    merge(&mut table, file_table);
     overlay_env(&mut table, env, env_prefix)?;
     T::deserialize(toml::Value::Table(table)).map_err(|error| ConfigError::Parse {
         origin: match file {
@@ -64,6 +70,20 @@ pub fn load<T: DeserializeOwned>(
         },
         message: error.to_string(),
     })
+}
+
+/// Overrides `base` with `overlay`, key by key; tables merge recursively, other values replace.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => {
+                merge(base_table, overlay_table);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// Applies `PREFIX__SECTION__KEY=value` variables onto `table`.
@@ -247,13 +267,31 @@ pub enum LogFormat {
 mod tests {
     use super::*;
 
-    #[derive(Debug, Deserialize, PartialEq)]
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
     struct Sample {
         server: ServerSettings,
         #[serde(default)]
         name: String,
         #[serde(default)]
         count: u32,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self {
+                server: ServerSettings::plaintext("127.0.0.1:7400".parse().unwrap()),
+                name: "default".to_owned(),
+                count: 0,
+            }
+        }
+    }
+
+    #[test]
+    fn one_env_key_keeps_the_sections_other_defaults() {
+        let loaded: Sample = load(None, &env(&[("X__SERVER__INSECURE", "true")]), "X").unwrap();
+        assert!(loaded.server.insecure);
+        assert_eq!(loaded.server.listen, "127.0.0.1:7400".parse().unwrap());
+        assert_eq!(loaded.name, "default");
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -1,0 +1,45 @@
+//! Runs the real `clouddp` console against services under test.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+
+/// What the console printed and its exit code.
+#[derive(Debug)]
+pub struct ConsoleOutput {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl ConsoleOutput {
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.stdout)
+            .with_context(|| format!("console output is not JSON: {}", self.stdout))
+    }
+}
+
+/// Runs `clouddp --endpoint DM --monitoring-endpoint MON ARGS…`.
+pub fn run(dm_url: &str, monitoring_url: &str, args: &[&str]) -> anyhow::Result<ConsoleOutput> {
+    let output = Command::new(crate::bin("clouddp"))
+        .args([
+            "--endpoint",
+            dm_url,
+            "--monitoring-endpoint",
+            monitoring_url,
+        ])
+        .args(args)
+        .env_remove("CLOUDDP_ENDPOINT")
+        .env_remove("CLOUDDP_MONITORING_ENDPOINT")
+        .output()
+        .context("run clouddp")?;
+    Ok(ConsoleOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}

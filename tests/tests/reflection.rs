@@ -1,0 +1,184 @@
+//! grpcurl lists, describes and calls both services through server reflection; health is served.
+
+use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec, grpcurl};
+
+async fn both() -> (ServiceProcess, ServiceProcess) {
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
+        .await
+        .unwrap();
+    let monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring).args(["--distribution-manager", &manager.url()]),
+    )
+    .await
+    .unwrap();
+    (manager, monitoring)
+}
+
+#[tokio::test]
+async fn grpcurl_lists_each_services_own_contracts() {
+    let (manager, monitoring) = both().await;
+    let listed = grpcurl::ok(["-plaintext", &manager.addr().to_string(), "list"]).unwrap();
+    for service in [
+        "clouddp.v1.DistributionPointService",
+        "clouddp.v1.DistributionPointGroupService",
+        "clouddp.v1.ContentService",
+        "clouddp.v1.CertificateService",
+        "clouddp.v1.ClientPolicyService",
+        "clouddp.v1.ContentLocationService",
+        "clouddp.v1.SiteService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            listed.lines().any(|line| line == service),
+            "{service} not in:\n{listed}"
+        );
+    }
+    assert!(
+        !listed.contains("clouddp.v1.MonitoringService"),
+        "the manager must not advertise monitoring:\n{listed}"
+    );
+
+    let listed = grpcurl::ok(["-plaintext", &monitoring.addr().to_string(), "list"]).unwrap();
+    for service in [
+        "clouddp.v1.MonitoringService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            listed.lines().any(|line| line == service),
+            "{service} not in:\n{listed}"
+        );
+    }
+    assert!(!listed.contains("DistributionPointService"), "{listed}");
+}
+
+#[tokio::test]
+async fn grpcurl_describes_documented_messages_and_methods() {
+    let (manager, monitoring) = both().await;
+    let described = grpcurl::ok([
+        "-plaintext",
+        &manager.addr().to_string(),
+        "describe",
+        "clouddp.v1.DistributionPointService",
+    ])
+    .unwrap();
+    assert!(
+        described.contains("rpc WatchDistributionPoints"),
+        "{described}"
+    );
+    assert!(
+        described.contains("returns ( stream .clouddp.v1.DistributionPointEvent )"),
+        "{described}"
+    );
+    assert!(
+        described.contains("// Stops the DP's service"),
+        "doc comments must reach reflection:\n{described}"
+    );
+
+    let message = grpcurl::ok([
+        "-plaintext",
+        &manager.addr().to_string(),
+        "describe",
+        "clouddp.v1.Thresholds",
+    ])
+    .unwrap();
+    assert!(
+        message.contains("uint64 storage_alert_gb = 1;"),
+        "{message}"
+    );
+    assert!(message.contains("Default 2000"), "{message}");
+
+    let alerts = grpcurl::ok([
+        "-plaintext",
+        &monitoring.addr().to_string(),
+        "describe",
+        "clouddp.v1.MonitoringService.SubscribeAlerts",
+    ])
+    .unwrap();
+    assert!(
+        alerts.contains("stream .clouddp.v1.AlertStreamMessage"),
+        "{alerts}"
+    );
+}
+
+#[tokio::test]
+async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
+    let (manager, monitoring) = both().await;
+    for service in [&manager, &monitoring] {
+        let health = grpcurl::ok([
+            "-plaintext",
+            &service.addr().to_string(),
+            "grpc.health.v1.Health/Check",
+        ])
+        .unwrap();
+        assert!(health.contains("\"SERVING\""), "{health}");
+    }
+    let named = grpcurl::ok([
+        "-plaintext",
+        "-d",
+        r#"{"service":"clouddp.v1.DistributionPointService"}"#,
+        &manager.addr().to_string(),
+        "grpc.health.v1.Health/Check",
+    ])
+    .unwrap();
+    assert!(named.contains("\"SERVING\""), "{named}");
+
+    let registered = grpcurl::ok([
+        "-plaintext",
+        "-d",
+        r#"{"name":"dp-grpcurl","kind":"DISTRIBUTION_POINT_KIND_ON_PREMISES","folder_path":"/srv/dp","address":"https://dp.lab:7443"}"#,
+        &manager.addr().to_string(),
+        "clouddp.v1.DistributionPointService/RegisterDistributionPoint",
+    ])
+    .unwrap();
+    let registered: serde_json::Value = serde_json::from_str(&registered).unwrap();
+    assert_eq!(registered["name"], "dp-grpcurl");
+    assert!(registered["id"].as_str().unwrap().starts_with("dp-"));
+
+    let invalid = grpcurl::run([
+        "-plaintext",
+        "-d",
+        r#"{"name":"x","kind":"DISTRIBUTION_POINT_KIND_ON_PREMISES","folder_path":"relative/path","address":"https://dp.lab"}"#,
+        &manager.addr().to_string(),
+        "clouddp.v1.DistributionPointService/RegisterDistributionPoint",
+    ])
+    .unwrap();
+    assert!(!invalid.success);
+    assert!(
+        invalid.stderr.contains("InvalidArgument"),
+        "{}",
+        invalid.stderr
+    );
+    assert!(invalid.stderr.contains("folder_path"), "{}", invalid.stderr);
+
+    let pending = grpcurl::run([
+        "-plaintext",
+        &manager.addr().to_string(),
+        "clouddp.v1.ContentService/ListContent",
+    ])
+    .unwrap();
+    assert!(!pending.success);
+    assert!(
+        pending.stderr.contains("Unimplemented"),
+        "{}",
+        pending.stderr
+    );
+    assert!(
+        pending.stderr.contains("content pipeline"),
+        "{}",
+        pending.stderr
+    );
+
+    let pending = grpcurl::run([
+        "-plaintext",
+        &monitoring.addr().to_string(),
+        "clouddp.v1.MonitoringService/ListAlerts",
+    ])
+    .unwrap();
+    assert!(
+        pending.stderr.contains("Unimplemented") && pending.stderr.contains("usage and alerts"),
+        "{}",
+        pending.stderr
+    );
+}
