@@ -6,6 +6,7 @@
 pub mod azurite;
 pub mod console;
 pub mod grpcurl;
+pub mod otlp;
 pub mod pki;
 pub mod service;
 

@@ -14,6 +14,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 /// First wait before reconnecting.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -111,7 +112,11 @@ impl DpFollower {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         while !shutdown.is_cancelled() {
-            let outcome = self.follow_once(&shutdown, &mut backoff).await;
+            let span = tracing::info_span!("follow_distribution_manager", url = %self.url);
+            let outcome = self
+                .follow_once(&shutdown, &mut backoff)
+                .instrument(span)
+                .await;
             {
                 let mut status = self.status.write().await;
                 status.connected = false;

@@ -18,7 +18,10 @@ use crate::config::{LogFormat, LogSettings};
 /// The environment variable that turns OTLP export on.
 pub const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
-/// Keeps the exporter alive; flushes pending spans when dropped.
+/// How long exiting may wait for the last spans to reach the collector.
+pub const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps the exporter alive; flushes pending spans (for at most [`FLUSH_TIMEOUT`]) when dropped.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -34,7 +37,7 @@ impl Telemetry {
 impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take()
-            && let Err(error) = provider.shutdown()
+            && let Err(error) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
         {
             eprintln!("opentelemetry: flushing spans failed: {error}");
         }
