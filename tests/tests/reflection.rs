@@ -182,3 +182,64 @@ async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
         pending.stderr
     );
 }
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_both_list_the_services() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let (manager, _monitoring) = both().await;
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = v1::server_reflection_client::ServerReflectionClient::new(manager.channel())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("one answer");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(listed)) =
+        answer.message_response
+    else {
+        panic!("unexpected answer {answer:?}");
+    };
+    let names: Vec<String> = listed
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    assert!(
+        names.contains(&"clouddp.v1.DistributionPointService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.reflection.v1.ServerReflection".to_owned()),
+        "{names:?}"
+    );
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "clouddp.v1.ContentService".to_owned(),
+            ),
+        ),
+    };
+    let mut answers =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(manager.channel())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+    let answer = answers.message().await.unwrap().expect("one answer");
+    assert!(
+        matches!(
+            answer.message_response,
+            Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref files))
+                if !files.file_descriptor_proto.is_empty()
+        ),
+        "{answer:?}"
+    );
+}
