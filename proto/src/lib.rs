@@ -13,8 +13,8 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every `clouddp.v1` file and its imports, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("clouddp_descriptor");
 
-/// Every `clouddp.v1` service's full name, as health and reflection report it.
-pub const SERVICE_NAMES: &[&str] = &[
+/// The `clouddp.v1` services the distribution manager serves, by full name.
+pub const DISTRIBUTION_MANAGER_SERVICES: &[&str] = &[
     "clouddp.v1.DistributionPointService",
     "clouddp.v1.DistributionPointGroupService",
     "clouddp.v1.ContentService",
@@ -22,5 +22,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "clouddp.v1.ClientPolicyService",
     "clouddp.v1.ContentLocationService",
     "clouddp.v1.SiteService",
-    "clouddp.v1.MonitoringService",
 ];
+
+/// The `clouddp.v1` services the monitoring service serves, by full name.
+pub const MONITORING_SERVICES: &[&str] = &["clouddp.v1.MonitoringService"];

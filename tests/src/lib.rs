@@ -51,6 +51,16 @@ pub fn tools_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".tools"))
 }
 
+/// Starts a distribution manager and a monitoring service that follows it, both plaintext on loopback.
+pub async fn start_both() -> anyhow::Result<(ServiceProcess, ServiceProcess)> {
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager)).await?;
+    let monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring).args(["--distribution-manager", &manager.url()]),
+    )
+    .await?;
+    Ok((manager, monitoring))
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

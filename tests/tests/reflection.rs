@@ -1,34 +1,23 @@
 //! grpcurl lists, describes and calls both services through server reflection; health is served.
 
-use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec, grpcurl};
+use clouddp_e2e::{ServiceProcess, grpcurl};
 
 async fn both() -> (ServiceProcess, ServiceProcess) {
-    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
-        .await
-        .unwrap();
-    let monitoring = ServiceProcess::start(
-        ServiceSpec::new(ServiceKind::Monitoring).args(["--distribution-manager", &manager.url()]),
-    )
-    .await
-    .unwrap();
-    (manager, monitoring)
+    clouddp_e2e::start_both().await.unwrap()
 }
 
 #[tokio::test]
 async fn grpcurl_lists_each_services_own_contracts() {
     let (manager, monitoring) = both().await;
     let listed = grpcurl::ok(["-plaintext", &manager.addr().to_string(), "list"]).unwrap();
-    for service in [
-        "clouddp.v1.DistributionPointService",
-        "clouddp.v1.DistributionPointGroupService",
-        "clouddp.v1.ContentService",
-        "clouddp.v1.CertificateService",
-        "clouddp.v1.ClientPolicyService",
-        "clouddp.v1.ContentLocationService",
-        "clouddp.v1.SiteService",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ] {
+    for service in clouddp_proto::DISTRIBUTION_MANAGER_SERVICES
+        .iter()
+        .copied()
+        .chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ])
+    {
         assert!(
             listed.lines().any(|line| line == service),
             "{service} not in:\n{listed}"

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1::WatchDistributionPointsRequest;
 use clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -11,14 +10,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test]
 async fn sigterm_with_open_streams_exits_within_two_seconds() {
-    let mut manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
-        .await
-        .unwrap();
-    let mut monitoring = ServiceProcess::start(
-        ServiceSpec::new(ServiceKind::Monitoring).args(["--distribution-manager", &manager.url()]),
-    )
-    .await
-    .unwrap();
+    let (mut manager, mut monitoring) = clouddp_e2e::start_both().await.unwrap();
 
     let mut watch = DistributionPointServiceClient::new(manager.channel())
         .watch_distribution_points(WatchDistributionPointsRequest {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec, console};
+use clouddp_e2e::{ServiceProcess, console};
 use clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use clouddp_proto::v1::{
     ListFollowedDistributionPointsRequest, ListFollowedDistributionPointsResponse,
@@ -46,14 +46,7 @@ fn names(answer: &ListFollowedDistributionPointsResponse) -> Vec<String> {
 
 #[tokio::test]
 async fn monitoring_follows_dps_across_a_distribution_manager_restart() {
-    let mut manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
-        .await
-        .unwrap();
-    let monitoring = ServiceProcess::start(
-        ServiceSpec::new(ServiceKind::Monitoring).args(["--distribution-manager", &manager.url()]),
-    )
-    .await
-    .unwrap();
+    let (mut manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
     let dm = manager.url();
     let mon = monitoring.url();
 
@@ -162,14 +155,7 @@ async fn monitoring_follows_dps_across_a_distribution_manager_restart() {
 
 #[tokio::test]
 async fn console_reports_status_and_refuses_bad_input_clearly() {
-    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
-        .await
-        .unwrap();
-    let monitoring = ServiceProcess::start(
-        ServiceSpec::new(ServiceKind::Monitoring).args(["--distribution-manager", &manager.url()]),
-    )
-    .await
-    .unwrap();
+    let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
     let (dm, mon) = (manager.url(), monitoring.url());
 
     let status = console::run(&dm, &mon, &["status", "--output", "json"]).unwrap();

@@ -95,6 +95,10 @@ impl clouddp_platform::cli::ServiceConfig for DmConfig {
     fn log(&self) -> &LogSettings {
         &self.log
     }
+
+    fn check(&self) -> clouddp_platform::ConfigResult<()> {
+        Self::check(self)
+    }
 }
 
 #[cfg(test)]
@@ -103,24 +107,19 @@ mod tests {
 
     #[test]
     fn example_configs_under_deploy_parse() {
-        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
-        let mut parsed = 0;
-        for entry in std::fs::read_dir(&deploy).unwrap() {
-            let path = entry.unwrap().path();
-            let file_name = path.file_name().unwrap().to_string_lossy().to_string();
-            if !file_name.starts_with("distribution-manager") || !file_name.ends_with(".toml") {
-                continue;
-            }
-            let config: DmConfig =
-                clouddp_platform::config::load(Some(&path), &Default::default(), ENV_PREFIX)
-                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-            assert!(!config.site.code.is_empty());
-            parsed += 1;
-        }
-        assert!(
-            parsed >= 1,
-            "no distribution-manager*.toml under {}",
-            deploy.display()
+        let examples = clouddp_platform::config::deploy_examples::<DmConfig>(
+            "distribution-manager",
+            ENV_PREFIX,
         );
+        assert!(
+            !examples.is_empty(),
+            "deploy/config has no distribution-manager*.toml"
+        );
+        for (path, loaded) in examples {
+            let config = loaded.unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            config
+                .check()
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        }
     }
 }

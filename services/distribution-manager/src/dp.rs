@@ -1,10 +1,9 @@
 //! Distribution points: the records, their repository in SQLite, and the use-case type that changes them and
 //! tells watchers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use clouddp_core::dp::{DpKind, DpState, Thresholds};
 use clouddp_core::validate;
+use clouddp_platform::clock::now_ms;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
@@ -163,13 +162,6 @@ pub struct DistributionManager {
     pool: SqlitePool,
     site_code: String,
     changes: broadcast::Sender<DpChange>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 impl DistributionManager {

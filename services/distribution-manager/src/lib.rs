@@ -10,7 +10,6 @@ pub mod grpc;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clouddp_platform::grpc::GrpcServer;
 use clouddp_proto::v1::certificate_service_server::CertificateServiceServer;
 use clouddp_proto::v1::client_policy_service_server::ClientPolicyServiceServer;
@@ -32,15 +31,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const DATABASE_FILE: &str = "distribution-manager.db";
 
 /// The gRPC services this process serves, as health reports them.
-pub const SERVICES: &[&str] = &[
-    "clouddp.v1.DistributionPointService",
-    "clouddp.v1.DistributionPointGroupService",
-    "clouddp.v1.ContentService",
-    "clouddp.v1.CertificateService",
-    "clouddp.v1.ClientPolicyService",
-    "clouddp.v1.ContentLocationService",
-    "clouddp.v1.SiteService",
-];
+pub const SERVICES: &[&str] = clouddp_proto::DISTRIBUTION_MANAGER_SERVICES;
 
 /// Opens the data directory and database, then serves gRPC on `listener` until `shutdown` is cancelled.
 pub async fn run(
@@ -51,9 +42,7 @@ pub async fn run(
     config.check()?;
     let server = GrpcServer::new(&config.server)?;
     let data_dir = &config.storage.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let pool = clouddp_platform::db::open_sqlite(&data_dir.join(DATABASE_FILE), &MIGRATOR).await?;
+    let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
     let manager = Arc::new(DistributionManager::new(
         pool.clone(),
         config.site.code.to_ascii_uppercase(),

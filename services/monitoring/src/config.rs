@@ -151,6 +151,10 @@ impl clouddp_platform::cli::ServiceConfig for MonConfig {
     fn log(&self) -> &LogSettings {
         &self.log
     }
+
+    fn check(&self) -> clouddp_platform::ConfigResult<()> {
+        Self::check(self)
+    }
 }
 
 #[cfg(test)]
@@ -159,25 +163,18 @@ mod tests {
 
     #[test]
     fn example_configs_under_deploy_parse() {
-        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
-        let mut parsed = 0;
-        for entry in std::fs::read_dir(&deploy).unwrap() {
-            let path = entry.unwrap().path();
-            let file_name = path.file_name().unwrap().to_string_lossy().to_string();
-            if !file_name.starts_with("monitoring") || !file_name.ends_with(".toml") {
-                continue;
-            }
-            let config: MonConfig =
-                clouddp_platform::config::load(Some(&path), &Default::default(), ENV_PREFIX)
-                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-            config.check().unwrap();
-            parsed += 1;
-        }
+        let examples =
+            clouddp_platform::config::deploy_examples::<MonConfig>("monitoring", ENV_PREFIX);
         assert!(
-            parsed >= 1,
-            "no monitoring*.toml under {}",
-            deploy.display()
+            !examples.is_empty(),
+            "deploy/config has no monitoring*.toml"
         );
+        for (path, loaded) in examples {
+            let config = loaded.unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            config
+                .check()
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        }
     }
 
     #[test]

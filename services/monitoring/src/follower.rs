@@ -3,10 +3,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clouddp_core::dp::Thresholds;
 use clouddp_platform::client::{TracedChannel, traced};
+use clouddp_platform::clock::now_ms;
 use clouddp_proto::convert::{dp_kind, dp_state};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient;
@@ -78,13 +79,6 @@ pub struct DpFollower {
     channel: Channel,
     url: String,
     status: RwLock<ConnectionStatus>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 impl DpFollower {

@@ -9,7 +9,6 @@ pub mod grpc;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clouddp_platform::grpc::GrpcServer;
 use clouddp_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use tokio::net::TcpListener;
@@ -25,7 +24,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const DATABASE_FILE: &str = "monitoring.db";
 
 /// The gRPC services this process serves, as health reports them.
-pub const SERVICES: &[&str] = &["clouddp.v1.MonitoringService"];
+pub const SERVICES: &[&str] = clouddp_proto::MONITORING_SERVICES;
 
 /// Opens the data directory, starts following the distribution manager, and serves gRPC on `listener` until
 /// `shutdown` is cancelled.
@@ -37,9 +36,7 @@ pub async fn run(
     config.check()?;
     let server = GrpcServer::new(&config.server)?;
     let data_dir = &config.storage.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let pool = clouddp_platform::db::open_sqlite(&data_dir.join(DATABASE_FILE), &MIGRATOR).await?;
+    let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
     let upstream = &config.distribution_manager;
     let channel = clouddp_platform::client::channel(&upstream.url, &upstream.tls)?;
     let follower = Arc::new(DpFollower::new(pool.clone(), channel, upstream.url.clone()));

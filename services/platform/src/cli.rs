@@ -62,6 +62,8 @@ pub trait ServiceConfig: serde::Serialize {
     fn server(&self) -> &ServerSettings;
     /// The log settings.
     fn log(&self) -> &crate::config::LogSettings;
+    /// Checks values that parse but are not allowed.
+    fn check(&self) -> crate::config::ConfigResult<()>;
 }
 
 /// The whole `main` of a server binary: load the config (exit 64 with one line when it is bad), print it and

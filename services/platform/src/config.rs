@@ -135,6 +135,37 @@ fn parse_env_value(raw_value: &str) -> toml::Value {
     }
 }
 
+/// Every example config `deploy/config/<name_prefix>*.toml` of the repository, loaded as `T` with no
+/// environment; for the unit tests that keep the examples in step with the code.
+pub fn deploy_examples<T: DeserializeOwned + Serialize + Default>(
+    name_prefix: &str,
+    env_prefix: &str,
+) -> Vec<(PathBuf, ConfigResult<T>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.retain(|path| {
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().to_string())
+            .unwrap_or_default();
+        name.starts_with(name_prefix) && name.ends_with(".toml")
+    });
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let loaded = load(Some(&path), &BTreeMap::new(), env_prefix);
+            (path, loaded)
+        })
+        .collect()
+}
+
 /// The process environment as a map, for [`load`].
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()

@@ -11,6 +11,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 /// A database that could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     /// Opening the file failed.
     #[error("cannot open database {path}: {source}")]
     Open { path: String, source: sqlx::Error },
@@ -24,6 +30,19 @@ pub enum DbError {
 
 /// Result of opening a database.
 pub type DbResult<T> = Result<T, DbError>;
+
+/// Creates `data_dir` if needed, then opens `file_name` in it with [`open_sqlite`].
+pub async fn open_in_data_dir(
+    data_dir: &Path,
+    file_name: &str,
+    migrator: &Migrator,
+) -> DbResult<SqlitePool> {
+    std::fs::create_dir_all(data_dir).map_err(|source| DbError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    open_sqlite(&data_dir.join(file_name), migrator).await
+}
 
 /// Opens (creating if needed) the SQLite database at `path` and runs `migrator`.
 pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> DbResult<SqlitePool> {
