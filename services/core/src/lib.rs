@@ -2,8 +2,10 @@
 //! No I/O, no async runtime: everything here is plain data and rules, tested without a network.
 #![forbid(unsafe_code)]
 
+pub mod content;
 pub mod dp;
 pub mod page;
+pub mod seal;
 pub mod validate;
 
 pub use validate::{ValidationError, ValidationResult};
