@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 
