@@ -1,6 +1,7 @@
 //! Conversions between the wire types and the domain types of `clouddp-core`: strict `TryFrom` into the
 //! domain (an unset or unknown value is an error naming the field), infallible `From` back.
 
+use clouddp_core::content::{ContentFlags, ContentType};
 use clouddp_core::dp::{DpKind, DpState, Thresholds};
 use clouddp_core::validate::{ValidationError, ValidationResult};
 
@@ -86,6 +87,56 @@ impl TryFrom<&pb::Thresholds> for Thresholds {
         };
         thresholds.validate()?;
         Ok(thresholds)
+    }
+}
+
+impl From<ContentType> for pb::ContentType {
+    fn from(content_type: ContentType) -> Self {
+        match content_type {
+            ContentType::Application => Self::Application,
+            ContentType::Package => Self::Package,
+            ContentType::SoftwareUpdatePackage => Self::SoftwareUpdatePackage,
+            ContentType::BootImage => Self::BootImage,
+            ContentType::OsImage => Self::OsImage,
+            ContentType::TaskSequence => Self::TaskSequence,
+        }
+    }
+}
+
+/// The domain content type of a wire value; `None` for UNSPECIFIED or an unknown number.
+pub fn content_type(value: i32) -> Option<ContentType> {
+    match pb::ContentType::try_from(value).ok()? {
+        pb::ContentType::Application => Some(ContentType::Application),
+        pb::ContentType::Package => Some(ContentType::Package),
+        pb::ContentType::SoftwareUpdatePackage => Some(ContentType::SoftwareUpdatePackage),
+        pb::ContentType::BootImage => Some(ContentType::BootImage),
+        pb::ContentType::OsImage => Some(ContentType::OsImage),
+        pb::ContentType::TaskSequence => Some(ContentType::TaskSequence),
+        pb::ContentType::Unspecified => None,
+    }
+}
+
+impl From<&ContentFlags> for pb::ContentFlags {
+    fn from(flags: &ContentFlags) -> Self {
+        Self {
+            pxe_enabled: flags.pxe_enabled,
+            multicast_enabled: flags.multicast_enabled,
+            run_from_distribution_point: flags.run_from_distribution_point,
+            app_v_streaming: flags.app_v_streaming,
+            prestaged: flags.prestaged,
+        }
+    }
+}
+
+impl From<&pb::ContentFlags> for ContentFlags {
+    fn from(flags: &pb::ContentFlags) -> Self {
+        Self {
+            pxe_enabled: flags.pxe_enabled,
+            multicast_enabled: flags.multicast_enabled,
+            run_from_distribution_point: flags.run_from_distribution_point,
+            app_v_streaming: flags.app_v_streaming,
+            prestaged: flags.prestaged,
+        }
     }
 }
 

@@ -119,6 +119,71 @@ pub fn https_url(field: &'static str, value: &str) -> ValidationResult<String> {
     Ok(value.trim_end_matches('/').to_owned())
 }
 
+/// A GUID such as an Azure subscription id: 8-4-4-4-12 hexadecimal digits, kept lowercase.
+pub fn guid(field: &'static str, value: &str) -> ValidationResult<String> {
+    let trimmed = value.trim();
+    let groups: Vec<&str> = trimmed.split('-').collect();
+    let shaped = groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(group, len)| {
+            group.len() == len && group.chars().all(|character| character.is_ascii_hexdigit())
+        });
+    if !shaped {
+        return Err(ValidationError::new(
+            field,
+            format!("{trimmed:?} is not a GUID like 0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6"),
+        ));
+    }
+    Ok(trimmed.to_ascii_lowercase())
+}
+
+/// A DNS label: 3 to 63 lowercase letters, digits and `-`, not starting or ending with `-`, no `--`.
+pub fn dns_label(field: &'static str, value: &str) -> ValidationResult<String> {
+    let ok = (3..=63).contains(&value.len())
+        && value.chars().all(|character| {
+            character.is_ascii_lowercase() || character.is_ascii_digit() || character == '-'
+        })
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+        && !value.contains("--");
+    if !ok {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{value:?} is not allowed: use 3 to 63 lowercase letters, digits and single '-', not at either end"
+            ),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// An Azure storage account name: 3 to 24 lowercase letters and digits.
+pub fn storage_account(field: &'static str, value: &str) -> ValidationResult<String> {
+    let ok = (3..=24).contains(&value.len())
+        && value
+            .chars()
+            .all(|character| character.is_ascii_lowercase() || character.is_ascii_digit());
+    if !ok {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{value:?} is not a storage account name: use 3 to 24 lowercase letters and digits"
+            ),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// An instance count of a cloud DP's content endpoint: 1 to 16.
+pub fn instances(value: u32) -> ValidationResult<u32> {
+    if !(1..=16).contains(&value) {
+        return Err(ValidationError::new(
+            "cloud.instances",
+            format!("{value} is out of range; use 1 to 16"),
+        ));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +220,22 @@ mod tests {
         assert!(absolute_path("p", "srv/dp").is_err());
         assert!(absolute_path("p", "/srv/../etc").is_err());
         assert!(absolute_path("p", "/srv/\u{7}").is_err());
+    }
+
+    #[test]
+    fn cloud_names() {
+        assert_eq!(
+            guid("s", "0F4D3A1E-5B6C-4D7E-8F90-A1B2C3D4E5F6").unwrap(),
+            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6"
+        );
+        assert!(guid("s", "0f4d3a1e5b6c4d7e8f90a1b2c3d4e5f6").is_err());
+        assert_eq!(dns_label("n", "contoso-cdp1").unwrap(), "contoso-cdp1");
+        for bad in ["ab", "Contoso", "-cdp", "cdp-", "a--b", "a_b"] {
+            assert!(dns_label("n", bad).is_err(), "{bad}");
+        }
+        assert!(storage_account("a", "devstoreaccount1").is_ok());
+        assert!(storage_account("a", "Dev-Store").is_err());
+        assert!(instances(0).is_err() && instances(17).is_err() && instances(2).is_ok());
     }
 
     #[test]

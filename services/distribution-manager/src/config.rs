@@ -66,12 +66,17 @@ impl Default for StorageSettings {
 pub struct SiteSettings {
     /// The three-character code of the primary site, the default for DPs registered without one.
     pub code: String,
+    /// The site key file (32 bytes, mode 0600). Default: `site.key` in the data dir, created on first start.
+    /// When set, the file must exist: it is never created at a configured path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for SiteSettings {
     fn default() -> Self {
         Self {
             code: "CDP".to_owned(),
+            key_file: None,
         }
     }
 }

@@ -8,6 +8,11 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
 use crate::error::{DmError, DmResult};
+use crate::keys::SiteKey;
+use clouddp_platform::store::{
+    AzureCredential, AzureStore, AzureStoreConfig, BlobStore, LocalFolderStore, StoreError,
+};
+use std::sync::Arc;
 
 /// How many changes a watcher may fall behind before it must resubscribe.
 const WATCH_BUFFER: usize = 1024;
@@ -73,6 +78,52 @@ pub struct DpRecord {
     pub update_time_ms: i64,
     /// Site-wide revision of its last change.
     pub revision: u64,
+}
+
+/// A storage credential as sealed in the database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum CloudCredential {
+    /// Shared key.
+    AccountKey(String),
+    /// SAS token.
+    SasToken(String),
+    /// Managed identity.
+    ManagedIdentity,
+    /// The emulator's development key.
+    Emulator,
+}
+
+impl From<CloudCredential> for AzureCredential {
+    fn from(credential: CloudCredential) -> Self {
+        match credential {
+            CloudCredential::AccountKey(key) => Self::AccountKey(key),
+            CloudCredential::SasToken(token) => Self::Sas(token),
+            CloudCredential::ManagedIdentity => Self::ManagedIdentity,
+            CloudCredential::Emulator => Self::Emulator,
+        }
+    }
+}
+
+/// A validated request to install a cloud DP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCloudDp {
+    /// Display name.
+    pub name: String,
+    /// Managing site; the configured site when `None`.
+    pub site_code: Option<String>,
+    /// Subscription, service name, region, FQDN, instances.
+    pub cloud: CloudProps,
+    /// Storage account.
+    pub account: String,
+    /// Container.
+    pub container: String,
+    /// Blob endpoint (empty for Azure's public one).
+    pub endpoint: String,
+    /// Credential.
+    pub credential: CloudCredential,
+    /// Thresholds.
+    pub thresholds: Thresholds,
 }
 
 /// A validated request to register an on-premises or internet-facing DP.
@@ -161,17 +212,174 @@ pub struct DpChange {
 pub struct DistributionManager {
     pool: SqlitePool,
     site_code: String,
+    site_key: Arc<SiteKey>,
     changes: broadcast::Sender<DpChange>,
 }
 
 impl DistributionManager {
     /// A manager over `pool` for site `site_code`.
-    pub fn new(pool: SqlitePool, site_code: String) -> Self {
+    pub fn new(pool: SqlitePool, site_code: String, site_key: Arc<SiteKey>) -> Self {
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         Self {
             pool,
             site_code,
+            site_key,
             changes,
+        }
+    }
+
+    /// The database.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The site key.
+    pub fn site_key(&self) -> &Arc<SiteKey> {
+        &self.site_key
+    }
+
+    /// Installs a cloud DP: records it PROVISIONING with its credential sealed by the site key, creates its
+    /// container and checks the credential, then READY (or ERROR with the reason, and the error returned).
+    /// A retried install with the same service name provisions the existing DP again instead of adding one.
+    pub async fn install_cloud(&self, request: NewCloudDp) -> DmResult<DpRecord> {
+        let existing = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM distribution_points WHERE service_name = ?1",
+        )
+        .bind(&request.cloud.service_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let record = match existing {
+            Some(id) => {
+                let record = self.get(&id).await?;
+                if record.state != DpState::Error && record.state != DpState::Provisioning {
+                    return Ok(record);
+                }
+                record
+            }
+            None => {
+                let now = now_ms();
+                let mut transaction = self.pool.begin().await?;
+                let revision = next_revision(&mut transaction).await?;
+                let record = DpRecord {
+                    id: format!("dp-{}", uuid::Uuid::new_v4()),
+                    name: request.name.clone(),
+                    kind: DpKind::Cloud,
+                    state: DpState::Provisioning,
+                    state_reason: String::new(),
+                    site_code: request
+                        .site_code
+                        .clone()
+                        .unwrap_or_else(|| self.site_code.clone()),
+                    address: format!("https://{}", request.cloud.service_fqdn),
+                    store: Some(DpStore::AzureBlob {
+                        account: request.account.clone(),
+                        container: request.container.clone(),
+                        endpoint: request.endpoint.clone(),
+                    }),
+                    cloud: Some(request.cloud.clone()),
+                    thresholds: request.thresholds,
+                    boundary_groups: Vec::new(),
+                    pull_distribution_point: false,
+                    create_time_ms: now,
+                    update_time_ms: now,
+                    revision,
+                };
+                insert(&mut transaction, &record).await.map_err(|error| match error {
+                    sqlx::Error::Database(database) if database.is_unique_violation() => DmError::AlreadyExists(format!(
+                        "a distribution point named {:?} exists already; choose another name",
+                        record.name
+                    )),
+                    other => other.into(),
+                })?;
+                let secret = serde_json::to_vec(&request.credential)
+                    .map_err(|error| DmError::Internal(error.to_string()))?;
+                sqlx::query("INSERT INTO dp_secrets (dp_id, sealed) VALUES (?1, ?2)")
+                    .bind(&record.id)
+                    .bind(self.site_key.wrap(&secret, &record.id)?)
+                    .execute(&mut *transaction)
+                    .await?;
+                transaction.commit().await?;
+                self.publish(DpChangeKind::Upserted, &record, now);
+                record
+            }
+        };
+        let store = self.store_for(&record).await?;
+        match store.ensure_container().await {
+            Ok(()) => {
+                let ready = self.set_state(&record.id, DpState::Ready, "").await?;
+                tracing::info!(dp.id = %ready.id, dp.name = %ready.name, store = %store.describe(), "cloud distribution point installed");
+                Ok(ready)
+            }
+            Err(error) => {
+                let reason = format!("provisioning the store failed: {error}");
+                self.set_state(&record.id, DpState::Error, &reason).await?;
+                tracing::warn!(dp.id = %record.id, %reason, "cloud distribution point install failed");
+                Err(match error {
+                    StoreError::Unavailable(_) => DmError::Unavailable(reason),
+                    _ => DmError::Precondition(reason),
+                })
+            }
+        }
+    }
+
+    /// Sets a DP's state and reason, bumping its revision and telling watchers.
+    pub async fn set_state(&self, id: &str, state: DpState, reason: &str) -> DmResult<DpRecord> {
+        let now = now_ms();
+        let mut transaction = self.pool.begin().await?;
+        let revision = next_revision(&mut transaction).await?;
+        sqlx::query(
+            "UPDATE distribution_points SET state = ?2, state_reason = ?3, update_time_ms = ?4, revision = ?5 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        let record = self.get(id).await?;
+        self.publish(DpChangeKind::Upserted, &record, now);
+        Ok(record)
+    }
+
+    /// The store of a DP, with its credential unsealed.
+    pub async fn store_for(&self, dp: &DpRecord) -> DmResult<Arc<dyn BlobStore>> {
+        match &dp.store {
+            Some(DpStore::LocalFolder { path }) => Ok(Arc::new(LocalFolderStore::new(path))),
+            Some(DpStore::AzureBlob {
+                account,
+                container,
+                endpoint,
+            }) => {
+                let sealed: Vec<u8> =
+                    sqlx::query_scalar("SELECT sealed FROM dp_secrets WHERE dp_id = ?1")
+                        .bind(&dp.id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .ok_or_else(|| {
+                            DmError::Precondition(format!(
+                                "distribution point {} has no storage credential",
+                                dp.name
+                            ))
+                        })?;
+                let credential: CloudCredential = serde_json::from_slice(
+                    &self.site_key.unwrap(&sealed, &dp.id)?,
+                )
+                .map_err(|error| DmError::Internal(format!("stored credential: {error}")))?;
+                let store = AzureStore::new(AzureStoreConfig {
+                    account: account.clone(),
+                    container: container.clone(),
+                    endpoint: endpoint.clone(),
+                    credential: credential.into(),
+                })
+                .map_err(|error| DmError::Precondition(format!("store of {}: {error}", dp.name)))?;
+                Ok(Arc::new(store))
+            }
+            None => Err(DmError::Precondition(format!(
+                "distribution point {} has no store",
+                dp.name
+            ))),
         }
     }
 

@@ -4,9 +4,13 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod content;
+pub mod distribution;
 pub mod dp;
 pub mod error;
+pub mod groups;
 pub mod grpc;
+pub mod keys;
 
 use std::sync::Arc;
 
@@ -43,26 +47,52 @@ pub async fn run(
     let server = GrpcServer::new(&config.server)?;
     let data_dir = &config.storage.data_dir;
     let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
+    let site_key = match &config.site.key_file {
+        Some(path) => keys::SiteKey::load_or_create(path, false)?,
+        None => keys::SiteKey::load_or_create(&data_dir.join(keys::SITE_KEY_FILE), true)?,
+    };
     let manager = Arc::new(DistributionManager::new(
         pool.clone(),
         config.site.code.to_ascii_uppercase(),
+        Arc::new(site_key),
     ));
+    let distributor = Arc::new(distribution::Distributor::new(
+        manager.clone(),
+        distribution::DistributorSettings::default(),
+    ));
+    let distributor_task = tokio::spawn(distributor.clone().run(shutdown.clone()));
     tracing::info!(data_dir = %data_dir.display(), site = %config.site.code, "distribution manager starting");
 
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
         .add_service(DistributionPointServiceServer::new(
-            grpc::DistributionPointGrpc::new(manager, shutdown.clone()),
+            grpc::DistributionPointGrpc::new(manager.clone(), shutdown.clone()),
         ))
         .add_service(DistributionPointGroupServiceServer::new(
-            grpc::DistributionPointGroupGrpc,
+            grpc::DistributionPointGroupGrpc::new(manager.clone(), distributor.clone()),
         ))
-        .add_service(ContentServiceServer::new(grpc::ContentGrpc))
+        .add_service(ContentServiceServer::new(grpc::ContentGrpc::new(
+            manager.clone(),
+            distributor.clone(),
+            shutdown.clone(),
+        )))
         .add_service(CertificateServiceServer::new(grpc::CertificateGrpc))
         .add_service(ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc))
         .add_service(ContentLocationServiceServer::new(grpc::ContentLocationGrpc))
         .add_service(SiteServiceServer::new(grpc::SiteGrpc));
-    let result = server.serve(listener, routes, SERVICES, shutdown).await;
+    let result = server
+        .serve(listener, routes, SERVICES, shutdown.clone())
+        .await;
+    shutdown.cancel();
+    // Jobs stop between parts and keep what they staged; do not wait long for a part in flight.
+    if tokio::time::timeout(std::time::Duration::from_millis(300), distributor_task)
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            "distribution stopped with parts in flight; they are staged again at the next start"
+        );
+    }
     pool.close().await;
     Ok(result?)
 }

@@ -12,8 +12,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::dp::{DistributionManager, DpChange, DpChangeKind, DpRecord, DpStore, NewOnPremDp};
+use crate::dp::{
+    CloudCredential, CloudProps, DistributionManager, DpChange, DpChangeKind, DpRecord, DpStore,
+    NewCloudDp, NewOnPremDp,
+};
 use crate::error::DmError;
+use clouddp_core::dp::Thresholds;
+use clouddp_core::validate;
 
 const LIFECYCLE: &str = "cloud DP lifecycle";
 
@@ -84,6 +89,118 @@ impl From<&DpRecord> for pb::DistributionPoint {
     }
 }
 
+/// Validates an install request into a [`NewCloudDp`]; the first problem names its field.
+fn cloud_request(request: pb::InstallCloudDistributionPointRequest) -> Result<NewCloudDp, DmError> {
+    if request.pull_distribution_point {
+        return Err(DmError::Precondition(
+            "a cloud distribution point cannot be configured as a pull distribution point"
+                .to_owned(),
+        ));
+    }
+    let cloud = request.cloud.unwrap_or_default();
+    let service_name = validate::dns_label("cloud.service_name", &cloud.service_name)?;
+    let store = request.store.unwrap_or_default();
+    let credential = match request
+        .credential
+        .and_then(|credential| credential.credential)
+    {
+        Some(pb::storage_credential::Credential::AccountKey(key)) if !key.is_empty() => {
+            CloudCredential::AccountKey(key)
+        }
+        Some(pb::storage_credential::Credential::SasToken(token)) if !token.is_empty() => {
+            CloudCredential::SasToken(token)
+        }
+        Some(pb::storage_credential::Credential::ManagedIdentity(true)) => {
+            CloudCredential::ManagedIdentity
+        }
+        Some(pb::storage_credential::Credential::Emulator(true)) => CloudCredential::Emulator,
+        _ => {
+            return Err(validate::ValidationError::new(
+                "credential",
+                "give the storage account key, a SAS token, managed identity, or the emulator",
+            )
+            .into());
+        }
+    };
+    let account = if store.account.is_empty() && credential == CloudCredential::Emulator {
+        clouddp_platform::store::EMULATOR_ACCOUNT.to_owned()
+    } else {
+        validate::storage_account("store.account", &store.account)?
+    };
+    let container = if store.container.is_empty() {
+        service_name.clone()
+    } else {
+        validate::dns_label("store.container", &store.container)?
+    };
+    let endpoint = if store.endpoint.is_empty() {
+        String::new()
+    } else if store.endpoint.starts_with("https://") || store.endpoint.starts_with("http://") {
+        store.endpoint.trim_end_matches('/').to_owned()
+    } else {
+        return Err(validate::ValidationError::new(
+            "store.endpoint",
+            "must be an http:// or https:// URL",
+        )
+        .into());
+    };
+    let mut thresholds = Thresholds::default();
+    if let Some(wire) = &request.thresholds {
+        let or_default = |value: u64, default: u64| if value == 0 { default } else { value };
+        let or_default_percent =
+            |value: u32, default: u32| if value == 0 { default } else { value };
+        thresholds.storage_alert_gb =
+            or_default(wire.storage_alert_gb, thresholds.storage_alert_gb);
+        thresholds.storage_warning_percent = or_default_percent(
+            wire.storage_warning_percent,
+            thresholds.storage_warning_percent,
+        );
+        thresholds.storage_critical_percent = or_default_percent(
+            wire.storage_critical_percent,
+            thresholds.storage_critical_percent,
+        );
+        thresholds.transfer_alert_gb =
+            or_default(wire.transfer_alert_gb, thresholds.transfer_alert_gb);
+        thresholds.transfer_warning_percent = or_default_percent(
+            wire.transfer_warning_percent,
+            thresholds.transfer_warning_percent,
+        );
+        thresholds.transfer_critical_percent = or_default_percent(
+            wire.transfer_critical_percent,
+            thresholds.transfer_critical_percent,
+        );
+        thresholds.stop_service_on_transfer_critical = wire.stop_service_on_transfer_critical;
+    }
+    thresholds.validate()?;
+    Ok(NewCloudDp {
+        name: if request.name.trim().is_empty() {
+            service_name.clone()
+        } else {
+            validate::display_name("name", &request.name)?
+        },
+        site_code: if request.site_code.trim().is_empty() {
+            None
+        } else {
+            Some(validate::site_code(&request.site_code)?)
+        },
+        cloud: CloudProps {
+            subscription_id: validate::guid("cloud.subscription_id", &cloud.subscription_id)?,
+            region: validate::dns_label("cloud.region", &cloud.region)?,
+            service_fqdn: format!("{service_name}.cloudapp.net"),
+            instances: validate::instances(if cloud.instances == 0 {
+                2
+            } else {
+                cloud.instances
+            })?,
+            service_name,
+        },
+        account,
+        container,
+        endpoint,
+        credential,
+        thresholds,
+    })
+}
+
 fn change_event(change: &DpChange) -> pb::DistributionPointEvent {
     pb::DistributionPointEvent {
         r#type: match change.kind {
@@ -102,12 +219,11 @@ fn change_event(change: &DpChange) -> pb::DistributionPointEvent {
 impl DistributionPointService for DistributionPointGrpc {
     async fn install_cloud_distribution_point(
         &self,
-        _request: Request<pb::InstallCloudDistributionPointRequest>,
+        request: Request<pb::InstallCloudDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
-        Err(pending(
-            LIFECYCLE,
-            "DistributionPointService.InstallCloudDistributionPoint",
-        ))
+        let new_dp = cloud_request(request.into_inner()).map_err(Status::from)?;
+        let record = self.manager.install_cloud(new_dp).await?;
+        Ok(Response::new((&record).into()))
     }
 
     async fn register_distribution_point(

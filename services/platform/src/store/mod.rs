@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-pub use azure::{AzureCredential, AzureStore, AzureStoreConfig};
+pub use azure::{AzureCredential, AzureStore, AzureStoreConfig, EMULATOR_ACCOUNT};
 pub use local::LocalFolderStore;
 
 /// What went wrong in a store.

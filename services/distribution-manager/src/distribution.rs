@@ -1,0 +1,878 @@
+//! Distribution jobs: one persisted job per (content version, DP). A worker seals the content part by part and
+//! stages each part in the DP's store, recording every staged part's token before moving on, so a restart resumes
+//! from the parts already in the store; only the final commit makes the object visible, so nothing half-written
+//! is ever served. Retries back off exponentially on retryable store errors only.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clouddp_core::content::{check_placement, sha256};
+use clouddp_core::seal::{ChunkCipher, ContentBinding, HEADER_LEN, SealedLayout};
+use clouddp_platform::clock::now_ms;
+use clouddp_platform::store::StoreError;
+use futures::StreamExt as _;
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::content::{self, ContentRecord};
+use crate::dp::{DistributionManager, DpRecord};
+use crate::error::{DmError, DmResult};
+
+/// How distribution runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DistributorSettings {
+    /// Sealed chunks per staged part (a part is about this many MiB).
+    pub part_chunks: u64,
+    /// Parts staged at once per job.
+    pub part_concurrency: usize,
+    /// Jobs run at once.
+    pub job_concurrency: usize,
+    /// Attempts before a job fails for good.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_base: Duration,
+}
+
+impl Default for DistributorSettings {
+    fn default() -> Self {
+        Self {
+            part_chunks: 4,
+            part_concurrency: 4,
+            job_concurrency: 2,
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Queued.
+    Waiting,
+    /// Transferring.
+    InProgress,
+    /// Committed.
+    Success,
+    /// Gave up.
+    Failed,
+    /// Being removed.
+    Removing,
+}
+
+impl JobState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::InProgress => "in_progress",
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Removing => "removing",
+        }
+    }
+
+    fn parse(text: &str) -> DmResult<Self> {
+        [
+            Self::Waiting,
+            Self::InProgress,
+            Self::Success,
+            Self::Failed,
+            Self::Removing,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+        .ok_or_else(|| DmError::Internal(format!("unknown job state {text:?}")))
+    }
+}
+
+/// A job as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    /// The content version.
+    pub content_version_id: String,
+    /// The DP.
+    pub dp_id: String,
+    /// The DP's name.
+    pub dp_name: String,
+    /// State.
+    pub state: JobState,
+    /// Sealed bytes staged or committed.
+    pub bytes_done: u64,
+    /// Sealed bytes in all.
+    pub bytes_total: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Last error.
+    pub error: String,
+    /// Last change.
+    pub update_time_ms: i64,
+}
+
+/// The outcome of a validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationReport {
+    /// Chunks read and checked.
+    pub chunks_checked: u64,
+    /// Problems found; empty when valid.
+    pub problems: Vec<String>,
+}
+
+/// Runs distribution jobs and answers for them.
+#[derive(Debug)]
+pub struct Distributor {
+    manager: Arc<DistributionManager>,
+    settings: DistributorSettings,
+    events: broadcast::Sender<JobStatus>,
+    wake: Notify,
+    running: Mutex<HashSet<(String, String)>>,
+}
+
+fn job_key(content_version_id: &str, dp_id: &str) -> (String, String) {
+    (content_version_id.to_owned(), dp_id.to_owned())
+}
+
+/// Part `index` of a layout: its first chunk, chunk count, offset in the sealed object and sealed length.
+fn part_span(
+    layout: &SealedLayout,
+    part_chunks: u64,
+    index: u64,
+) -> DmResult<(u64, u64, u64, u64)> {
+    let first = index * part_chunks;
+    let count = part_chunks.min(layout.chunk_count() - first);
+    let last = first + count - 1;
+    let internal = |error: clouddp_core::seal::SealError| DmError::Internal(error.to_string());
+    let start = if index == 0 {
+        0
+    } else {
+        layout.sealed_chunk_range(first).map_err(internal)?.start
+    };
+    let end = layout.sealed_chunk_range(last).map_err(internal)?.end;
+    Ok((first, count, start, end - start))
+}
+
+impl Distributor {
+    /// A distributor over `manager`'s database and stores.
+    pub fn new(manager: Arc<DistributionManager>, settings: DistributorSettings) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            manager,
+            settings,
+            events,
+            wake: Notify::new(),
+            running: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn pool(&self) -> &SqlitePool {
+        self.manager.pool()
+    }
+
+    /// Live job changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobStatus> {
+        self.events.subscribe()
+    }
+
+    /// The DPs named directly and through groups (each once), and the ids of the groups.
+    async fn resolve_targets(
+        &self,
+        dp_refs: &[String],
+        group_refs: &[String],
+    ) -> DmResult<(Vec<DpRecord>, Vec<String>)> {
+        let mut targets: Vec<DpRecord> = Vec::new();
+        let mut group_ids = Vec::new();
+        let mut member_ids: Vec<String> = Vec::new();
+        for reference in dp_refs {
+            member_ids.push(self.manager.get(reference.trim()).await?.id);
+        }
+        for reference in group_refs {
+            let group_id: String =
+                sqlx::query_scalar("SELECT id FROM dp_groups WHERE id = ?1 OR name = ?1")
+                    .bind(reference.trim())
+                    .fetch_optional(self.pool())
+                    .await?
+                    .ok_or_else(|| {
+                        DmError::NotFound(format!(
+                            "no distribution point group has the id or name {reference:?}"
+                        ))
+                    })?;
+            let members: Vec<String> =
+                sqlx::query_scalar("SELECT dp_id FROM dp_group_members WHERE group_id = ?1")
+                    .bind(&group_id)
+                    .fetch_all(self.pool())
+                    .await?;
+            member_ids.extend(members);
+            group_ids.push(group_id);
+        }
+        for id in member_ids {
+            if !targets.iter().any(|known| known.id == id) {
+                targets.push(self.manager.get(&id).await?);
+            }
+        }
+        Ok((targets, group_ids))
+    }
+
+    /// Distributes `content_ref` to DPs and to the members of groups. Every target is checked against the
+    /// reference's rules first: one violation refuses the whole request and nothing is queued or written.
+    pub async fn distribute(
+        &self,
+        content_ref: &str,
+        dp_refs: &[String],
+        group_refs: &[String],
+    ) -> DmResult<Vec<JobStatus>> {
+        let content = content::get(self.pool(), content_ref).await?;
+        if dp_refs.is_empty() && group_refs.is_empty() {
+            return Err(clouddp_core::ValidationError::new(
+                "distribution_point_ids",
+                "name at least one distribution point or group",
+            )
+            .into());
+        }
+        let (targets, group_ids) = self.resolve_targets(dp_refs, group_refs).await?;
+        for dp in &targets {
+            check_placement(content.content_type, &content.flags, dp.kind).map_err(|rule| {
+                DmError::Precondition(format!(
+                    "cannot distribute {} to {}: {rule}",
+                    content.name, dp.name
+                ))
+            })?;
+        }
+        let bytes_total = content.layout()?.sealed_len();
+        let now = now_ms();
+        let mut transaction = self.pool().begin().await?;
+        for group_id in &group_ids {
+            sqlx::query("INSERT OR IGNORE INTO dp_group_contents (group_id, content_version_id) VALUES (?1, ?2)")
+                .bind(group_id)
+                .bind(&content.id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        for dp in &targets {
+            sqlx::query(
+                "INSERT INTO distributions (content_version_id, dp_id, state, bytes_total, update_time_ms) \
+                 VALUES (?1, ?2, 'waiting', ?3, ?4) \
+                 ON CONFLICT (content_version_id, dp_id) DO UPDATE SET state = 'waiting', attempts = 0, error = '', \
+                 next_attempt_ms = 0, update_time_ms = excluded.update_time_ms WHERE distributions.state = 'failed'",
+            )
+            .bind(&content.id)
+            .bind(&dp.id)
+            .bind(i64::try_from(bytes_total).unwrap_or(i64::MAX))
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        let mut jobs = Vec::new();
+        for dp in &targets {
+            let job = self.job(&content.id, &dp.id).await?;
+            let _ = self.events.send(job.clone());
+            jobs.push(job);
+        }
+        tracing::info!(content = %content.id, targets = jobs.len(), "distribution queued");
+        self.wake.notify_one();
+        Ok(jobs)
+    }
+
+    /// Queues a full re-transfer of `content_ref` to DPs (every DP with a job when `dp_refs` is empty).
+    pub async fn redistribute(
+        &self,
+        content_ref: &str,
+        dp_refs: &[String],
+    ) -> DmResult<Vec<JobStatus>> {
+        let content = content::get(self.pool(), content_ref).await?;
+        let dp_ids: Vec<String> = if dp_refs.is_empty() {
+            sqlx::query_scalar("SELECT dp_id FROM distributions WHERE content_version_id = ?1")
+                .bind(&content.id)
+                .fetch_all(self.pool())
+                .await?
+        } else {
+            let mut ids = Vec::new();
+            for reference in dp_refs {
+                ids.push(self.manager.get(reference.trim()).await?.id);
+            }
+            ids
+        };
+        let mut jobs = Vec::new();
+        for dp_id in dp_ids {
+            if self.is_running(&content.id, &dp_id) {
+                return Err(DmError::Precondition(format!(
+                    "{} is being transferred to {dp_id} right now; redistribute when it has finished",
+                    content.name
+                )));
+            }
+            let dp = self.manager.get(&dp_id).await?;
+            let job = self.job(&content.id, &dp.id).await.map_err(|_| {
+                DmError::Precondition(format!(
+                    "{} was never distributed to {}; distribute it first",
+                    content.name, dp.name
+                ))
+            })?;
+            let store = self.manager.store_for(&dp).await?;
+            store
+                .abort(&content.store_path())
+                .await
+                .map_err(store_error)?;
+            let mut transaction = self.pool().begin().await?;
+            sqlx::query(
+                "DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2",
+            )
+            .bind(&content.id)
+            .bind(&dp.id)
+            .execute(&mut *transaction)
+            .await?;
+            sqlx::query(
+                "UPDATE distributions SET state = 'waiting', bytes_done = 0, attempts = 0, error = '', \
+                 next_attempt_ms = 0, update_time_ms = ?3 WHERE content_version_id = ?1 AND dp_id = ?2",
+            )
+            .bind(&content.id)
+            .bind(&dp.id)
+            .bind(now_ms())
+            .execute(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+            drop(job);
+            let job = self.job(&content.id, &dp.id).await?;
+            let _ = self.events.send(job.clone());
+            jobs.push(job);
+        }
+        self.wake.notify_one();
+        Ok(jobs)
+    }
+
+    /// Removes `content_ref` from a DP: deletes its object and staged parts, then the job. Returns objects deleted.
+    pub async fn remove(&self, content_ref: &str, dp_ref: &str) -> DmResult<u64> {
+        let content = content::get(self.pool(), content_ref).await?;
+        let dp = self.manager.get(dp_ref.trim()).await?;
+        let job = self.job(&content.id, &dp.id).await.map_err(|_| {
+            DmError::NotFound(format!(
+                "{} is not distributed to {}",
+                content.name, dp.name
+            ))
+        })?;
+        if self.is_running(&content.id, &dp.id) {
+            return Err(DmError::Precondition(format!(
+                "{} is being transferred to {} right now; remove it when the transfer has finished",
+                content.name, dp.name
+            )));
+        }
+        self.set_job(
+            &content.id,
+            &dp.id,
+            JobState::Removing,
+            job.bytes_done,
+            job.attempts,
+            "",
+            0,
+        )
+        .await?;
+        let store = self.manager.store_for(&dp).await?;
+        let path = content.store_path();
+        let existed = store.head(&path).await.map_err(store_error)?.is_some();
+        store.delete(&path).await.map_err(store_error)?;
+        store.abort(&path).await.map_err(store_error)?;
+        let mut transaction = self.pool().begin().await?;
+        for statement in [
+            "DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2",
+            "DELETE FROM distributions WHERE content_version_id = ?1 AND dp_id = ?2",
+        ] {
+            sqlx::query(statement)
+                .bind(&content.id)
+                .bind(&dp.id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        tracing::info!(content = %content.id, dp.name = %dp.name, "content removed from distribution point");
+        Ok(u64::from(existed))
+    }
+
+    /// Re-reads `content_ref` from a DP's store and checks every chunk against the manifest.
+    pub async fn validate(&self, content_ref: &str, dp_ref: &str) -> DmResult<ValidationReport> {
+        let content = content::get(self.pool(), content_ref).await?;
+        let dp = self.manager.get(dp_ref.trim()).await?;
+        let store = self.manager.store_for(&dp).await?;
+        let layout = content.layout()?;
+        let path = content.store_path();
+        let mut problems = Vec::new();
+        match store.head(&path).await.map_err(store_error)? {
+            None => {
+                return Ok(ValidationReport {
+                    chunks_checked: 0,
+                    problems: vec![format!("{path} is missing on {}", dp.name)],
+                });
+            }
+            Some(len) if len != layout.sealed_len() => {
+                problems.push(format!(
+                    "{path} has {len} bytes, expected {}",
+                    layout.sealed_len()
+                ));
+                return Ok(ValidationReport {
+                    chunks_checked: 0,
+                    problems,
+                });
+            }
+            Some(_) => {}
+        }
+        let header = store
+            .get_range(&path, 0..HEADER_LEN as u64)
+            .await
+            .map_err(store_error)?;
+        match SealedLayout::from_header(&header) {
+            Ok(found) if found == layout => {}
+            Ok(_) => problems.push("the header does not match the manifest".to_owned()),
+            Err(error) => problems.push(format!("the header is unreadable: {error}")),
+        }
+        let cipher = ChunkCipher::new(
+            &content.data_key(self.manager.site_key())?,
+            ContentBinding {
+                content_id: content.content_id.clone(),
+                version: content.version,
+            },
+            layout,
+        )
+        .map_err(|error| DmError::Internal(error.to_string()))?;
+        let mut checked = 0;
+        for index in 0..layout.chunk_count() {
+            let range = layout
+                .sealed_chunk_range(index)
+                .map_err(|error| DmError::Internal(error.to_string()))?;
+            let mut sealed = store
+                .get_range(&path, range)
+                .await
+                .map_err(store_error)?
+                .to_vec();
+            checked += 1;
+            match cipher.open_chunk_in_place(index, &mut sealed) {
+                Ok(plain) if sha256(plain) == content.chunk_hashes[index as usize] => {}
+                Ok(_) => problems.push(format!("chunk {index} does not match its manifest hash")),
+                Err(error) => problems.push(error.to_string()),
+            }
+        }
+        Ok(ValidationReport {
+            chunks_checked: checked,
+            problems,
+        })
+    }
+
+    /// Jobs filtered by content and DP.
+    pub async fn status(
+        &self,
+        content_ref: Option<&str>,
+        dp_ref: Option<&str>,
+    ) -> DmResult<Vec<JobStatus>> {
+        let content_id = match content_ref {
+            Some(reference) => Some(content::get(self.pool(), reference).await?.id),
+            None => None,
+        };
+        let dp_id = match dp_ref {
+            Some(reference) => Some(self.manager.get(reference.trim()).await?.id),
+            None => None,
+        };
+        let rows = sqlx::query(
+            "SELECT j.*, d.name AS dp_name FROM distributions j JOIN distribution_points d ON d.id = j.dp_id \
+             WHERE (?1 IS NULL OR j.content_version_id = ?1) AND (?2 IS NULL OR j.dp_id = ?2) \
+             ORDER BY j.content_version_id, d.name COLLATE NOCASE",
+        )
+        .bind(content_id)
+        .bind(dp_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_job).collect()
+    }
+
+    async fn job(&self, content_version_id: &str, dp_id: &str) -> DmResult<JobStatus> {
+        let row = sqlx::query(
+            "SELECT j.*, d.name AS dp_name FROM distributions j JOIN distribution_points d ON d.id = j.dp_id \
+             WHERE j.content_version_id = ?1 AND j.dp_id = ?2",
+        )
+        .bind(content_version_id)
+        .bind(dp_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| DmError::NotFound(format!("no distribution of {content_version_id} to {dp_id}")))?;
+        decode_job(&row)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn set_job(
+        &self,
+        content_version_id: &str,
+        dp_id: &str,
+        state: JobState,
+        bytes_done: u64,
+        attempts: u32,
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> DmResult<JobStatus> {
+        sqlx::query(
+            "UPDATE distributions SET state = ?3, bytes_done = ?4, attempts = ?5, error = ?6, next_attempt_ms = ?7, \
+             update_time_ms = ?8 WHERE content_version_id = ?1 AND dp_id = ?2",
+        )
+        .bind(content_version_id)
+        .bind(dp_id)
+        .bind(state.as_str())
+        .bind(i64::try_from(bytes_done).unwrap_or(i64::MAX))
+        .bind(i64::from(attempts))
+        .bind(error)
+        .bind(next_attempt_ms)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        let job = self.job(content_version_id, dp_id).await?;
+        let _ = self.events.send(job.clone());
+        Ok(job)
+    }
+
+    fn is_running(&self, content_version_id: &str, dp_id: &str) -> bool {
+        self.running
+            .lock()
+            .map(|running| running.contains(&job_key(content_version_id, dp_id)))
+            .unwrap_or(false)
+    }
+
+    /// Runs queued and interrupted jobs until `shutdown` is cancelled.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let free = self.settings.job_concurrency.saturating_sub(tasks.len());
+            if free > 0 {
+                match self.next_jobs(free).await {
+                    Ok(jobs) => {
+                        for (content_version_id, dp_id) in jobs {
+                            if let Ok(mut running) = self.running.lock() {
+                                running.insert(job_key(&content_version_id, &dp_id));
+                            }
+                            let distributor = self.clone();
+                            let stop = shutdown.clone();
+                            tasks.spawn(async move {
+                                distributor
+                                    .run_job(&content_version_id, &dp_id, &stop)
+                                    .await;
+                                if let Ok(mut running) = distributor.running.lock() {
+                                    running.remove(&job_key(&content_version_id, &dp_id));
+                                }
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot read the distribution queue"),
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        // Jobs stop between parts; what they staged is kept for the next start.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn next_jobs(&self, limit: usize) -> DmResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT content_version_id, dp_id FROM distributions WHERE state IN ('waiting', 'in_progress') \
+             AND next_attempt_ms <= ?1 ORDER BY update_time_ms",
+        )
+        .bind(now_ms())
+        .fetch_all(self.pool())
+        .await?;
+        let mut picked = Vec::new();
+        for row in rows {
+            let key: (String, String) = (row.try_get("content_version_id")?, row.try_get("dp_id")?);
+            if !self.is_running(&key.0, &key.1) && picked.len() < limit {
+                picked.push(key);
+            }
+        }
+        Ok(picked)
+    }
+
+    async fn run_job(&self, content_version_id: &str, dp_id: &str, shutdown: &CancellationToken) {
+        let attempts = match self.job(content_version_id, dp_id).await {
+            Ok(job) => job.attempts + 1,
+            Err(error) => {
+                tracing::warn!(%error, "distribution job vanished");
+                return;
+            }
+        };
+        let outcome = self
+            .transfer(content_version_id, dp_id, attempts, shutdown)
+            .await;
+        let bytes_done = self
+            .job(content_version_id, dp_id)
+            .await
+            .map(|job| job.bytes_done)
+            .unwrap_or_default();
+        let recorded = match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Ok(()), // stopped by shutdown; resumes at the next start
+            Err(error) if error.is_retryable() && attempts < self.settings.max_attempts => {
+                let delay = self.settings.retry_base * 2_u32.saturating_pow(attempts - 1);
+                tracing::warn!(content = content_version_id, dp = dp_id, attempts, retry_in = ?delay, %error, "distribution attempt failed; retrying");
+                let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                self.set_job(
+                    content_version_id,
+                    dp_id,
+                    JobState::Waiting,
+                    bytes_done,
+                    attempts,
+                    &error.to_string(),
+                    next,
+                )
+                .await
+                .map(|_| ())
+            }
+            Err(error) => {
+                tracing::warn!(content = content_version_id, dp = dp_id, attempts, %error, "distribution failed");
+                self.set_job(
+                    content_version_id,
+                    dp_id,
+                    JobState::Failed,
+                    bytes_done,
+                    attempts,
+                    &error.to_string(),
+                    0,
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "cannot record the outcome of a distribution job");
+        }
+    }
+
+    /// Seals and stages every missing part, then commits. `Ok(false)` when stopped by shutdown.
+    async fn transfer(
+        &self,
+        content_version_id: &str,
+        dp_id: &str,
+        attempts: u32,
+        shutdown: &CancellationToken,
+    ) -> DmResult<bool> {
+        let content = content::get(self.pool(), content_version_id).await?;
+        let dp = self.manager.get(dp_id).await?;
+        let store = self.manager.store_for(&dp).await?;
+        let layout = content.layout()?;
+        let path = content.store_path();
+        let part_count = layout.chunk_count().div_ceil(self.settings.part_chunks);
+        let staged: HashMap<u64, String> = sqlx::query(
+            "SELECT part_index, token FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2",
+        )
+        .bind(&content.id)
+        .bind(&dp.id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| Ok((u64::try_from(row.try_get::<i64, _>("part_index")?).unwrap_or_default(), row.try_get("token")?)))
+        .collect::<DmResult<_>>()?;
+        let mut bytes_done = 0;
+        for index in staged.keys() {
+            bytes_done += part_span(&layout, self.settings.part_chunks, *index)?.3;
+        }
+        self.set_job(
+            &content.id,
+            &dp.id,
+            JobState::InProgress,
+            bytes_done,
+            attempts,
+            "",
+            0,
+        )
+        .await?;
+        store.ensure_container().await.map_err(store_error)?;
+        if !staged.is_empty() {
+            tracing::info!(content = %content.id, dp.name = %dp.name, staged = staged.len(), parts = part_count, "resuming distribution");
+        }
+        let cipher = Arc::new(
+            ChunkCipher::new(
+                &content.data_key(self.manager.site_key())?,
+                ContentBinding {
+                    content_id: content.content_id.clone(),
+                    version: content.version,
+                },
+                layout,
+            )
+            .map_err(|error| DmError::Internal(error.to_string()))?,
+        );
+        let missing: Vec<u64> = (0..part_count)
+            .filter(|index| !staged.contains_key(index))
+            .collect();
+        let content = Arc::new(content);
+        let mut uploads = futures::stream::iter(missing.into_iter().map(|index| {
+            let store = store.clone();
+            let cipher = cipher.clone();
+            let content = content.clone();
+            let path = path.clone();
+            let part_chunks = self.settings.part_chunks;
+            async move {
+                let (first, count, offset, sealed_len) =
+                    part_span(cipher.layout(), part_chunks, index)?;
+                let sealed =
+                    seal_part(&content, &cipher, first, count, index == 0, sealed_len).await?;
+                let token = store
+                    .put_part(
+                        &path,
+                        u32::try_from(index).unwrap_or(u32::MAX),
+                        offset,
+                        sealed,
+                    )
+                    .await
+                    .map_err(store_error)?;
+                tracing::debug!(content = %content.id, part = index, "part staged");
+                Ok::<_, DmError>((index, token, sealed_len))
+            }
+        }))
+        .buffer_unordered(self.settings.part_concurrency);
+        let mut tokens = staged;
+        while let Some(result) = tokio::select! {
+            () = shutdown.cancelled() => None,
+            next = uploads.next() => next,
+        } {
+            let (index, token, sealed_len) = result?;
+            sqlx::query("INSERT OR REPLACE INTO distribution_parts (content_version_id, dp_id, part_index, token) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&content.id)
+                .bind(&dp.id)
+                .bind(i64::try_from(index).unwrap_or(i64::MAX))
+                .bind(&token)
+                .execute(self.pool())
+                .await?;
+            tokens.insert(index, token);
+            bytes_done += sealed_len;
+            self.set_job(
+                &content.id,
+                &dp.id,
+                JobState::InProgress,
+                bytes_done,
+                attempts,
+                "",
+                0,
+            )
+            .await?;
+        }
+        if shutdown.is_cancelled() {
+            return Ok(false);
+        }
+        let ordered: Vec<String> = (0..part_count)
+            .map(|index| {
+                tokens
+                    .get(&index)
+                    .cloned()
+                    .ok_or_else(|| DmError::Internal(format!("part {index} missing")))
+            })
+            .collect::<DmResult<_>>()?;
+        store
+            .complete(&path, &ordered, layout.sealed_len())
+            .await
+            .map_err(store_error)?;
+        sqlx::query("DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2")
+            .bind(&content.id)
+            .bind(&dp.id)
+            .execute(self.pool())
+            .await?;
+        self.set_job(
+            &content.id,
+            &dp.id,
+            JobState::Success,
+            layout.sealed_len(),
+            attempts,
+            "",
+            0,
+        )
+        .await?;
+        tracing::info!(content = %content.id, dp.name = %dp.name, store = %store.describe(), bytes = layout.sealed_len(), "distribution succeeded");
+        Ok(true)
+    }
+
+    /// Distributes the contents of a group to a DP that just joined it.
+    pub async fn distribute_group_contents(
+        &self,
+        group_id: &str,
+        dp_id: &str,
+    ) -> DmResult<Vec<JobStatus>> {
+        let contents: Vec<String> = sqlx::query_scalar(
+            "SELECT content_version_id FROM dp_group_contents WHERE group_id = ?1",
+        )
+        .bind(group_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut jobs = Vec::new();
+        for content_version_id in contents {
+            jobs.extend(
+                self.distribute(&content_version_id, &[dp_id.to_owned()], &[])
+                    .await?,
+            );
+        }
+        Ok(jobs)
+    }
+}
+
+/// Reads, checks and seals chunks `first .. first + count` (with the header for part 0).
+async fn seal_part(
+    content: &ContentRecord,
+    cipher: &ChunkCipher,
+    first: u64,
+    count: u64,
+    with_header: bool,
+    sealed_len: u64,
+) -> DmResult<Bytes> {
+    let layout = cipher.layout();
+    let chunk_size = u64::from(layout.chunk_size());
+    let plain_start = first * chunk_size;
+    let plain_end = ((first + count) * chunk_size).min(layout.plaintext_len());
+    let plaintext = content::read_plaintext(
+        content,
+        plain_start,
+        usize::try_from(plain_end - plain_start).unwrap_or(usize::MAX),
+    )
+    .await?;
+    let mut sealed = Vec::with_capacity(usize::try_from(sealed_len).unwrap_or_default());
+    if with_header {
+        sealed.extend_from_slice(&layout.header());
+    }
+    for index in first..first + count {
+        let start = usize::try_from((index - first) * chunk_size).unwrap_or(usize::MAX);
+        let len = layout
+            .chunk_plain_len(index)
+            .map_err(|error| DmError::Internal(error.to_string()))?;
+        let chunk = &plaintext[start..start + len];
+        if sha256(chunk) != content.chunk_hashes[usize::try_from(index).unwrap_or(usize::MAX)] {
+            return Err(DmError::Precondition(format!(
+                "the source files of {} changed since it was registered (chunk {index} differs); register a new version",
+                content.name
+            )));
+        }
+        cipher
+            .seal_chunk(index, chunk, &mut sealed)
+            .map_err(|error| DmError::Internal(error.to_string()))?;
+    }
+    Ok(Bytes::from(sealed))
+}
+
+/// A store failure as a distribution error: transient ones are retried, the rest fail the job.
+pub fn store_error(error: StoreError) -> DmError {
+    match error {
+        StoreError::Unavailable(message) => DmError::Unavailable(message),
+        StoreError::NotFound(message) => DmError::NotFound(message),
+        StoreError::Denied(message) => {
+            DmError::Precondition(format!("the store refused the credentials: {message}"))
+        }
+        StoreError::Invalid(message) => DmError::Internal(message),
+    }
+}
+
+fn decode_job(row: &sqlx::sqlite::SqliteRow) -> DmResult<JobStatus> {
+    Ok(JobStatus {
+        content_version_id: row.try_get("content_version_id")?,
+        dp_id: row.try_get("dp_id")?,
+        dp_name: row.try_get("dp_name")?,
+        state: JobState::parse(&row.try_get::<String, _>("state")?)?,
+        bytes_done: u64::try_from(row.try_get::<i64, _>("bytes_done")?).unwrap_or_default(),
+        bytes_total: u64::try_from(row.try_get::<i64, _>("bytes_total")?).unwrap_or_default(),
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or_default(),
+        error: row.try_get("error")?,
+        update_time_ms: row.try_get("update_time_ms")?,
+    })
+}
