@@ -144,7 +144,7 @@ async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
     let pending = grpcurl::run([
         "-plaintext",
         &manager.addr().to_string(),
-        "clouddp.v1.ContentService/ListContent",
+        "clouddp.v1.CertificateService/ListCertificates",
     ])
     .unwrap();
     assert!(!pending.success);
@@ -154,7 +154,7 @@ async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
         pending.stderr
     );
     assert!(
-        pending.stderr.contains("content pipeline"),
+        pending.stderr.contains("certificates"),
         "{}",
         pending.stderr
     );
