@@ -38,6 +38,61 @@ pub enum DpCommand {
         #[arg(long)]
         pull: bool,
     },
+    /// Install a cloud distribution point on an Azure storage account (or the Azurite emulator).
+    Install {
+        /// The cloud service name: globally unique, 3 to 63 lowercase letters, digits and '-'.
+        #[arg(long)]
+        service_name: String,
+        /// Display name; the service name by default.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The Azure subscription id (a GUID).
+        #[arg(long)]
+        subscription: String,
+        /// The Azure region, for example westeurope.
+        #[arg(long)]
+        region: String,
+        /// The storage account name.
+        #[arg(long, default_value = "")]
+        account: String,
+        /// The container; the service name by default.
+        #[arg(long, default_value = "")]
+        container: String,
+        /// The blob endpoint, for the emulator or a sovereign cloud (for example http://127.0.0.1:10000/devstoreaccount1).
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        /// The storage account key (prefer the CLOUDDP_STORAGE_KEY environment variable).
+        #[arg(
+            long,
+            env = "CLOUDDP_STORAGE_KEY",
+            hide_env_values = true,
+            group = "credential"
+        )]
+        account_key: Option<String>,
+        /// A SAS token with read, write, delete and list rights.
+        #[arg(
+            long,
+            env = "CLOUDDP_STORAGE_SAS",
+            hide_env_values = true,
+            group = "credential"
+        )]
+        sas_token: Option<String>,
+        /// Use the host's managed identity (the container must exist).
+        #[arg(long, group = "credential")]
+        managed_identity: bool,
+        /// Use the Azurite emulator's development account.
+        #[arg(long, group = "credential")]
+        emulator: bool,
+        /// Content endpoint instances, 1 to 16.
+        #[arg(long, default_value_t = 2)]
+        instances: u32,
+        /// Storage alert threshold in GB.
+        #[arg(long, default_value_t = 2000)]
+        storage_threshold_gb: u64,
+        /// Transfer alert threshold in GB over 30 days.
+        #[arg(long, default_value_t = 10000)]
+        transfer_threshold_gb: u64,
+    },
     /// List distribution points.
     List {
         /// Only this kind.
@@ -201,6 +256,77 @@ pub async fn run(
                 .into_inner();
             if output == OutputFormat::Table {
                 println!("registered distribution point {} ({})", dp.name, dp.id);
+            } else {
+                print_one(&dp, output);
+            }
+        }
+        DpCommand::Install {
+            service_name,
+            name,
+            subscription,
+            region,
+            account,
+            container,
+            endpoint,
+            account_key,
+            sas_token,
+            managed_identity,
+            emulator,
+            instances,
+            storage_threshold_gb,
+            transfer_threshold_gb,
+        } => {
+            use pb::storage_credential::Credential;
+            let credential = match (account_key, sas_token) {
+                (Some(key), _) => Credential::AccountKey(key),
+                (None, Some(token)) => Credential::SasToken(token),
+                (None, None) if managed_identity => Credential::ManagedIdentity(true),
+                (None, None) if emulator => Credential::Emulator(true),
+                (None, None) => {
+                    return Err(CliError::Local(
+                        "give a storage credential: --account-key (or CLOUDDP_STORAGE_KEY), --sas-token, --managed-identity or --emulator"
+                            .to_owned(),
+                    ));
+                }
+            };
+            let dp = client
+                .install_cloud_distribution_point(pb::InstallCloudDistributionPointRequest {
+                    name,
+                    site_code: String::new(),
+                    cloud: Some(pb::CloudProperties {
+                        subscription_id: subscription,
+                        service_name,
+                        region,
+                        service_fqdn: String::new(),
+                        instances,
+                    }),
+                    store: Some(pb::AzureBlobStore {
+                        account,
+                        container,
+                        endpoint,
+                    }),
+                    credential: Some(pb::StorageCredential {
+                        credential: Some(credential),
+                    }),
+                    thresholds: Some(pb::Thresholds {
+                        storage_alert_gb: storage_threshold_gb,
+                        transfer_alert_gb: transfer_threshold_gb,
+                        ..Default::default()
+                    }),
+                    management_certificate: None,
+                    service_certificate: None,
+                    pull_distribution_point: false,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            if output == OutputFormat::Table {
+                println!(
+                    "installed cloud distribution point {} ({}), state {}",
+                    dp.name,
+                    dp.id,
+                    state_label(dp.state)
+                );
             } else {
                 print_one(&dp, output);
             }

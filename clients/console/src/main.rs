@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod connect;
+mod content;
 mod dp;
 mod output;
 mod status;
@@ -41,6 +42,12 @@ enum Command {
     /// Manage distribution points.
     #[command(subcommand)]
     Dp(dp::DpCommand),
+    /// Register content and distribute it to distribution points.
+    #[command(subcommand)]
+    Content(content::ContentCommand),
+    /// Manage distribution point groups.
+    #[command(subcommand)]
+    Group(content::GroupCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,6 +56,8 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Status => status::run(&cli.endpoints, cli.output).await,
         Command::Dp(command) => dp::run(command, &cli.endpoints, cli.output).await,
+        Command::Content(command) => content::run(command, &cli.endpoints, cli.output).await,
+        Command::Group(command) => content::run_group(command, &cli.endpoints, cli.output).await,
     };
     match outcome {
         Ok(code) => code,
