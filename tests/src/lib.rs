@@ -5,6 +5,7 @@
 
 pub mod azurite;
 pub mod console;
+pub mod content;
 pub mod grpcurl;
 pub mod otlp;
 pub mod pki;

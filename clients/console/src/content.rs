@@ -219,7 +219,9 @@ fn print_jobs(jobs: &[pb::DistributionStatus], output: OutputFormat) {
         OutputFormat::Table => {
             let mut rows = table(&["CONTENT", "DP", "STATE", "PROGRESS", "ATTEMPTS", "ERROR"]);
             for job in jobs {
-                let percent = (job.bytes_done * 100).checked_div(job.bytes_total).unwrap_or(0);
+                let percent = (job.bytes_done * 100)
+                    .checked_div(job.bytes_total)
+                    .unwrap_or(0);
                 rows.add_row(vec![
                     job.content_id.clone(),
                     job.distribution_point_name.clone(),

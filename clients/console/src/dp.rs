@@ -58,9 +58,10 @@ pub enum DpCommand {
         /// The container; the service name by default.
         #[arg(long, default_value = "")]
         container: String,
-        /// The blob endpoint, for the emulator or a sovereign cloud (for example http://127.0.0.1:10000/devstoreaccount1).
+        /// The blob service endpoint, for the emulator or a sovereign cloud (for example
+        /// http://127.0.0.1:10000/devstoreaccount1); Azure's public endpoint by default.
         #[arg(long, default_value = "")]
-        endpoint: String,
+        blob_endpoint: String,
         /// The storage account key (prefer the CLOUDDP_STORAGE_KEY environment variable).
         #[arg(
             long,
@@ -267,7 +268,7 @@ pub async fn run(
             region,
             account,
             container,
-            endpoint,
+            blob_endpoint,
             account_key,
             sas_token,
             managed_identity,
@@ -303,7 +304,7 @@ pub async fn run(
                     store: Some(pb::AzureBlobStore {
                         account,
                         container,
-                        endpoint,
+                        endpoint: blob_endpoint,
                     }),
                     credential: Some(pb::StorageCredential {
                         credential: Some(credential),

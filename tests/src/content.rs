@@ -1,0 +1,46 @@
+//! Test content: directories of files with random bytes and findable markers.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// What every marker starts with: finding it anywhere in a store means plaintext leaked.
+pub const MARKER_PREFIX: &str = "CLOUDDP-PLAINTEXT-MARKER-";
+
+/// A marker that must never appear in a store: written into every generated file.
+pub fn marker(index: usize) -> String {
+    format!("{MARKER_PREFIX}{index:04}-THIS-MUST-NOT-LEAK")
+}
+
+/// Writes `size` bytes of random data with markers every few MiB to `path`.
+pub fn write_random_file(
+    path: &Path,
+    size: usize,
+    first_marker: usize,
+) -> anyhow::Result<Vec<String>> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut random = std::fs::File::open("/dev/urandom")?;
+    let mut file = std::fs::File::create(path)?;
+    let mut markers = Vec::new();
+    let mut written = 0;
+    let mut buffer = vec![0_u8; 4 << 20];
+    while written < size {
+        let text = marker(first_marker + markers.len());
+        let take = (size - written).min(buffer.len());
+        random.read_exact(&mut buffer[..take])?;
+        if take > text.len() * 2 {
+            buffer[take / 2..take / 2 + text.len()].copy_from_slice(text.as_bytes());
+            markers.push(text);
+        }
+        file.write_all(&buffer[..take])?;
+        written += take;
+    }
+    file.sync_all()?;
+    Ok(markers)
+}
+
+/// True when `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && memchr::memmem::find(haystack, needle).is_some()
+}
