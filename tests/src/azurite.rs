@@ -1,6 +1,7 @@
 //! The Azurite fixture: the real Azure Blob emulator (npm `azurite`, pinned in `tests/tools.lock`), installed by
 //! `./tests/run`, started on a free loopback port with its own data folder, and stopped on drop.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,15 @@ pub struct Azurite {
 impl Azurite {
     /// Starts Azurite's blob service and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("azurite-").tempdir()?;
+        let port = crate::free_port();
+        let child = Self::spawn(dir.path(), port)?;
+        let mut azurite = Self { child, port, dir };
+        azurite.wait_listening().await?;
+        Ok(azurite)
+    }
+
+    fn spawn(dir: &Path, port: u16) -> anyhow::Result<Child> {
         let binary = crate::tools_dir().join("node_modules/.bin/azurite-blob");
         if !binary.is_file() {
             bail!(
@@ -31,46 +41,48 @@ impl Azurite {
                 binary.display()
             );
         }
-        let dir = tempfile::Builder::new().prefix("azurite-").tempdir()?;
-        let port = crate::free_port();
-        let log = std::fs::File::create(dir.path().join("azurite.log"))?;
-        let child = Command::new(&binary)
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                &port.to_string(),
-                "--location",
-            ])
-            .arg(dir.path().join("data"))
-            .args([
-                "--loose",
-                "--skipApiVersionCheck",
-                "--disableTelemetry",
-                "--silent",
-            ])
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("azurite.log"))?;
+        Command::new(&binary)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
+            .arg(dir.join("data"))
+            .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("start azurite")?;
-        let mut azurite = Self { child, port, dir };
+            .context("start azurite")
+    }
+
+    async fn wait_listening(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = azurite.child.try_wait()? {
-                bail!("azurite exited with {status}: {}", azurite.log());
+            if let Some(status) = self.child.try_wait()? {
+                bail!("azurite exited with {status}: {}", self.log());
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(azurite);
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("azurite did not listen within 30 s: {}", azurite.log());
+                bail!("azurite did not listen within 30 s: {}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops the emulator (an outage); its data stays for [`Azurite::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the emulator again on the same port with the same data.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.child = Self::spawn(self.dir.path(), self.port)?;
+        self.wait_listening().await
     }
 
     /// The port.
@@ -91,7 +103,6 @@ impl Azurite {
 
 impl Drop for Azurite {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
