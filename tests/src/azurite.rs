@@ -46,9 +46,20 @@ impl Azurite {
             .append(true)
             .open(dir.join("azurite.log"))?;
         Command::new(&binary)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--location",
+            ])
             .arg(dir.join("data"))
-            .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry", "--silent"])
+            .args([
+                "--loose",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--silent",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -62,7 +73,10 @@ impl Azurite {
             if let Some(status) = self.child.try_wait()? {
                 bail!("azurite exited with {status}: {}", self.log());
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -22,7 +22,7 @@ async fn azurite_fixture_serves_the_blob_api_and_stops() {
     .await
     .unwrap();
     assert!(
-        response.contains("Server: Azurite-Blob/3.37.0"),
+        response.contains("Server: Azurite-Blob/3.35.0"),
         "{response}"
     );
     assert!(

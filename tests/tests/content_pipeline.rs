@@ -573,32 +573,63 @@ async fn the_five_rules_refuse_cloud_dps_before_any_byte_moves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_is_retried_with_backoff_until_the_store_is_back() {
     let mut azurite = Azurite::start().await.unwrap();
-    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager)).await.unwrap();
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
+        .await
+        .unwrap();
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("app");
     write_random_file(&source.join("setup.exe"), 3 * MIB, 0).unwrap();
     install_cloud_dp(&manager, &azurite, "outage-cdp");
-    let added = ok(&manager, &["content", "add", "--name", "app", "--type", "application", "--source", source.to_str().unwrap(), "-o", "json"]).json().unwrap();
+    let added = ok(
+        &manager,
+        &[
+            "content",
+            "add",
+            "--name",
+            "app",
+            "--type",
+            "application",
+            "--source",
+            source.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .json()
+    .unwrap();
     let content_id = added["id"].as_str().unwrap().to_owned();
 
     azurite.stop();
-    ok(&manager, &["content", "distribute", &content_id, "--dp", "outage-cdp"]);
+    ok(
+        &manager,
+        &["content", "distribute", &content_id, "--dp", "outage-cdp"],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let retried = loop {
-        let status = ok(&manager, &["content", "status", &content_id, "-o", "json"]).json().unwrap();
+        let status = ok(&manager, &["content", "status", &content_id, "-o", "json"])
+            .json()
+            .unwrap();
         if status[0]["attempts"].as_u64().unwrap_or(0) >= 2 {
             break status;
         }
         assert!(Instant::now() < deadline, "no retry seen: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_ne!(retried[0]["state"], "failed", "a transient outage must not fail the job yet: {retried}");
-    assert!(!retried[0]["error"].as_str().unwrap().is_empty(), "the last error is shown: {retried}");
+    assert_ne!(
+        retried[0]["state"], "failed",
+        "a transient outage must not fail the job yet: {retried}"
+    );
+    assert!(
+        !retried[0]["error"].as_str().unwrap().is_empty(),
+        "the last error is shown: {retried}"
+    );
 
     azurite.restart().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = ok(&manager, &["content", "status", &content_id, "-o", "json"]).json().unwrap();
+        let status = ok(&manager, &["content", "status", &content_id, "-o", "json"])
+            .json()
+            .unwrap();
         if status[0]["state"] == "success" {
             break;
         }
@@ -606,6 +637,19 @@ async fn a_store_outage_is_retried_with_backoff_until_the_store_is_back() {
         assert!(Instant::now() < deadline, "never recovered: {status}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let report = ok(&manager, &["content", "validate", &content_id, "--dp", "outage-cdp", "-o", "json"]).json().unwrap();
+    let report = ok(
+        &manager,
+        &[
+            "content",
+            "validate",
+            &content_id,
+            "--dp",
+            "outage-cdp",
+            "-o",
+            "json",
+        ],
+    )
+    .json()
+    .unwrap();
     assert_eq!(report["valid"], true, "{report}");
 }

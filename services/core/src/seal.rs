@@ -292,6 +292,29 @@ impl ChunkCipher {
         Ok(())
     }
 
+    /// Seals chunk `index` in place: `in_out` holds its plaintext and receives its ciphertext; returns the tag
+    /// that follows it in the sealed object.
+    pub fn seal_chunk_in_place(&self, index: u64, in_out: &mut [u8]) -> SealResult<[u8; TAG_LEN]> {
+        let expected = self.layout.chunk_plain_len(index)?;
+        if in_out.len() != expected {
+            return Err(SealError::Chunk {
+                index,
+                message: format!("has {} plaintext bytes, expected {expected}", in_out.len()),
+            });
+        }
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                nonce(index, self.is_last(index)),
+                Aad::from(self.aad(index)),
+                in_out,
+            )
+            .map_err(|_| SealError::Crypto("sealing failed".to_owned()))?;
+        let mut out = [0_u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
     /// Opens sealed chunk `index` in place; returns its plaintext (the buffer minus the tag).
     pub fn open_chunk_in_place<'buffer>(
         &self,
@@ -413,6 +436,23 @@ mod tests {
             let opened = cipher.open_chunk_in_place(index, &mut chunk).unwrap();
             let start = index as usize * 64;
             assert_eq!(opened, &data[start..start + opened.len()]);
+        }
+    }
+
+    #[test]
+    fn sealing_in_place_matches_sealing_into_a_buffer() {
+        let key = DataKey::generate().unwrap();
+        let data = plaintext(300, 4);
+        let cipher = cipher(&key, "cnt-a", 1, 300, 128);
+        let sealed = cipher.seal_all(&data).unwrap();
+        for index in 0..cipher.layout().chunk_count() {
+            let range = cipher.layout().sealed_chunk_range(index).unwrap();
+            let start = index as usize * 128;
+            let mut chunk =
+                data[start..start + cipher.layout().chunk_plain_len(index).unwrap()].to_vec();
+            let tag = cipher.seal_chunk_in_place(index, &mut chunk).unwrap();
+            chunk.extend_from_slice(&tag);
+            assert_eq!(chunk, sealed[range.start as usize..range.end as usize]);
         }
     }
 

@@ -10,7 +10,7 @@ use clouddp_core::seal::{CHUNK_SIZE, DataKey, SealedLayout};
 use clouddp_platform::clock::now_ms;
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use tokio::io::AsyncReadExt as _;
 
 use crate::error::{DmError, DmResult};
 use crate::keys::SiteKey;
@@ -350,50 +350,45 @@ pub async fn list(pool: &SqlitePool) -> DmResult<Vec<ContentRecord>> {
     rows.iter().map(decode).collect()
 }
 
-/// Reads `len` plaintext bytes at `offset` of `record` from its source files, which must not have changed.
-pub async fn read_plaintext(record: &ContentRecord, offset: u64, len: usize) -> DmResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
+/// Fills `dest` with the plaintext at `offset` of `record`, read from its source files with positional reads
+/// (blocking: call it from a blocking task). The files must not have changed since registration.
+pub fn read_plaintext_into(record: &ContentRecord, offset: u64, dest: &mut [u8]) -> DmResult<()> {
+    use std::os::unix::fs::FileExt as _;
+    let mut filled = 0;
     let mut file_start = 0_u64;
     for file in &record.files {
         let file_end = file_start + file.size;
-        let want_start = offset + out.len() as u64;
-        if out.len() == len {
+        let want = offset + filled as u64;
+        if filled == dest.len() {
             break;
         }
-        if want_start < file_end && file.size > 0 {
+        if want < file_end && file.size > 0 {
             let path = Path::new(&record.source_root).join(&file.path);
-            let mut handle = tokio::fs::File::open(&path).await.map_err(|error| {
+            let handle = std::fs::File::open(&path).map_err(|error| {
                 DmError::Precondition(format!(
                     "source file {} of content {} cannot be read ({error}); register the content again",
                     path.display(),
                     record.id
                 ))
             })?;
-            handle
-                .seek(std::io::SeekFrom::Start(want_start - file_start))
-                .await
-                .map_err(|error| {
-                    DmError::Unavailable(format!("seek {}: {error}", path.display()))
-                })?;
-            let take = usize::try_from((file_end - want_start).min((len - out.len()) as u64))
+            let take = usize::try_from((file_end - want).min((dest.len() - filled) as u64))
                 .unwrap_or(usize::MAX);
-            let before = out.len();
-            out.resize(before + take, 0);
-            handle.read_exact(&mut out[before..]).await.map_err(|error| {
+            handle.read_exact_at(&mut dest[filled..filled + take], want - file_start).map_err(|error| {
                 DmError::Precondition(format!(
                     "source file {} of content {} is shorter than registered ({error}); register the content again",
                     path.display(),
                     record.id
                 ))
             })?;
+            filled += take;
         }
         file_start = file_end;
     }
-    if out.len() != len {
+    if filled != dest.len() {
         return Err(DmError::Internal(format!(
             "content {} has fewer bytes than asked",
             record.id
         )));
     }
-    Ok(out)
+    Ok(())
 }

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clouddp_core::content::{check_placement, sha256};
-use clouddp_core::seal::{ChunkCipher, ContentBinding, HEADER_LEN, SealedLayout};
+use clouddp_core::seal::{ChunkCipher, ContentBinding, HEADER_LEN, SealedLayout, TAG_LEN};
 use clouddp_platform::clock::now_ms;
 use clouddp_platform::store::StoreError;
-use futures::StreamExt as _;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -297,7 +296,7 @@ impl Distributor {
         };
         let mut jobs = Vec::new();
         for dp_id in dp_ids {
-            if self.is_running(&content.id, &dp_id) {
+            if self.is_transferring(&content.id, &dp_id).await? {
                 return Err(DmError::Precondition(format!(
                     "{} is being transferred to {dp_id} right now; redistribute when it has finished",
                     content.name
@@ -352,7 +351,7 @@ impl Distributor {
                 content.name, dp.name
             ))
         })?;
-        if self.is_running(&content.id, &dp.id) {
+        if self.is_transferring(&content.id, &dp.id).await? {
             return Err(DmError::Precondition(format!(
                 "{} is being transferred to {} right now; remove it when the transfer has finished",
                 content.name, dp.name
@@ -526,6 +525,15 @@ impl Distributor {
         Ok(job)
     }
 
+    /// True while a worker is moving bytes for the job (a finished job's worker may still be winding down).
+    async fn is_transferring(&self, content_version_id: &str, dp_id: &str) -> DmResult<bool> {
+        if !self.is_running(content_version_id, dp_id) {
+            return Ok(false);
+        }
+        let state = self.job(content_version_id, dp_id).await?.state;
+        Ok(!matches!(state, JobState::Success | JobState::Failed))
+    }
+
     fn is_running(&self, content_version_id: &str, dp_id: &str) -> bool {
         self.running
             .lock()
@@ -697,60 +705,71 @@ impl Distributor {
             )
             .map_err(|error| DmError::Internal(error.to_string()))?,
         );
-        let missing: Vec<u64> = (0..part_count)
+        let mut missing = (0..part_count)
             .filter(|index| !staged.contains_key(index))
-            .collect();
+            .collect::<Vec<u64>>()
+            .into_iter();
         let content = Arc::new(content);
-        let mut uploads = futures::stream::iter(missing.into_iter().map(|index| {
-            let store = store.clone();
-            let cipher = cipher.clone();
-            let content = content.clone();
-            let path = path.clone();
-            let part_chunks = self.settings.part_chunks;
-            async move {
-                let (first, count, offset, sealed_len) =
-                    part_span(cipher.layout(), part_chunks, index)?;
-                let sealed =
-                    seal_part(&content, &cipher, first, count, index == 0, sealed_len).await?;
-                let token = store
-                    .put_part(
-                        &path,
-                        u32::try_from(index).unwrap_or(u32::MAX),
-                        offset,
-                        sealed,
-                    )
-                    .await
-                    .map_err(store_error)?;
-                tracing::debug!(content = %content.id, part = index, "part staged");
-                Ok::<_, DmError>((index, token, sealed_len))
-            }
-        }))
-        .buffer_unordered(self.settings.part_concurrency);
         let mut tokens = staged;
-        while let Some(result) = tokio::select! {
-            () = shutdown.cancelled() => None,
-            next = uploads.next() => next,
-        } {
+        // Each part runs as its own task, so reading, sealing and uploading go on while this loop commits;
+        // dropping the set (error or shutdown) aborts the parts in flight.
+        let mut in_flight = tokio::task::JoinSet::new();
+        loop {
+            while in_flight.len() < self.settings.part_concurrency {
+                let Some(index) = missing.next() else { break };
+                in_flight.spawn(stage_part(
+                    store.clone(),
+                    cipher.clone(),
+                    content.clone(),
+                    path.clone(),
+                    self.settings.part_chunks,
+                    index,
+                ));
+            }
+            let joined = tokio::select! {
+                () = shutdown.cancelled() => break,
+                joined = in_flight.join_next() => joined,
+            };
+            let Some(joined) = joined else { break };
+            let result =
+                joined.map_err(|error| DmError::Internal(format!("part task: {error}")))?;
             let (index, token, sealed_len) = result?;
-            sqlx::query("INSERT OR REPLACE INTO distribution_parts (content_version_id, dp_id, part_index, token) VALUES (?1, ?2, ?3, ?4)")
-                .bind(&content.id)
-                .bind(&dp.id)
-                .bind(i64::try_from(index).unwrap_or(i64::MAX))
-                .bind(&token)
-                .execute(self.pool())
-                .await?;
-            tokens.insert(index, token);
-            bytes_done += sealed_len;
-            self.set_job(
-                &content.id,
-                &dp.id,
-                JobState::InProgress,
-                bytes_done,
-                attempts,
-                "",
-                0,
+            // One commit per part: the staged part and the progress it makes.
+            let mut transaction = self.pool().begin().await?;
+            sqlx::query(
+                "INSERT OR REPLACE INTO distribution_parts (content_version_id, dp_id, part_index, token) \
+                 VALUES (?1, ?2, ?3, ?4)",
             )
+            .bind(&content.id)
+            .bind(&dp.id)
+            .bind(i64::try_from(index).unwrap_or(i64::MAX))
+            .bind(&token)
+            .execute(&mut *transaction)
             .await?;
+            bytes_done += sealed_len;
+            let now = now_ms();
+            sqlx::query(
+                "UPDATE distributions SET bytes_done = ?3, update_time_ms = ?4 WHERE content_version_id = ?1 AND dp_id = ?2",
+            )
+            .bind(&content.id)
+            .bind(&dp.id)
+            .bind(i64::try_from(bytes_done).unwrap_or(i64::MAX))
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+            tokens.insert(index, token);
+            let _ = self.events.send(JobStatus {
+                content_version_id: content.id.clone(),
+                dp_id: dp.id.clone(),
+                dp_name: dp.name.clone(),
+                state: JobState::InProgress,
+                bytes_done,
+                bytes_total: layout.sealed_len(),
+                attempts,
+                error: String::new(),
+                update_time_ms: now,
+            });
         }
         if shutdown.is_cancelled() {
             return Ok(false);
@@ -809,8 +828,46 @@ impl Distributor {
     }
 }
 
-/// Reads, checks and seals chunks `first .. first + count` (with the header for part 0).
-async fn seal_part(
+/// Seals part `index` in a blocking task and stages it in the store: (index, token, sealed bytes).
+async fn stage_part(
+    store: Arc<dyn clouddp_platform::store::BlobStore>,
+    cipher: Arc<ChunkCipher>,
+    content: Arc<ContentRecord>,
+    path: String,
+    part_chunks: u64,
+    index: u64,
+) -> DmResult<(u64, String, u64)> {
+    let (first, count, offset, sealed_len) = part_span(cipher.layout(), part_chunks, index)?;
+    let sealer = cipher.clone();
+    let sealer_content = content.clone();
+    let sealed = tokio::task::spawn_blocking(move || {
+        seal_part(
+            &sealer_content,
+            &sealer,
+            first,
+            count,
+            index == 0,
+            sealed_len,
+        )
+    })
+    .await
+    .map_err(|error| DmError::Internal(format!("sealing task: {error}")))??;
+    let token = store
+        .put_part(
+            &path,
+            u32::try_from(index).unwrap_or(u32::MAX),
+            offset,
+            sealed,
+        )
+        .await
+        .map_err(store_error)?;
+    tracing::debug!(content = %content.id, part = index, "part staged");
+    Ok((index, token, sealed_len))
+}
+
+/// Reads, checks and seals chunks `first .. first + count` (with the header for part 0) straight into one
+/// buffer: each chunk's plaintext is read where its ciphertext goes, then sealed in place. Blocking.
+fn seal_part(
     content: &ContentRecord,
     cipher: &ChunkCipher,
     first: u64,
@@ -820,34 +877,28 @@ async fn seal_part(
 ) -> DmResult<Bytes> {
     let layout = cipher.layout();
     let chunk_size = u64::from(layout.chunk_size());
-    let plain_start = first * chunk_size;
-    let plain_end = ((first + count) * chunk_size).min(layout.plaintext_len());
-    let plaintext = content::read_plaintext(
-        content,
-        plain_start,
-        usize::try_from(plain_end - plain_start).unwrap_or(usize::MAX),
-    )
-    .await?;
-    let mut sealed = Vec::with_capacity(usize::try_from(sealed_len).unwrap_or_default());
+    let internal = |error: clouddp_core::seal::SealError| DmError::Internal(error.to_string());
+    let mut sealed = vec![0_u8; usize::try_from(sealed_len).unwrap_or_default()];
+    let mut position = 0;
     if with_header {
-        sealed.extend_from_slice(&layout.header());
+        sealed[..HEADER_LEN].copy_from_slice(&layout.header());
+        position = HEADER_LEN;
     }
     for index in first..first + count {
-        let start = usize::try_from((index - first) * chunk_size).unwrap_or(usize::MAX);
-        let len = layout
-            .chunk_plain_len(index)
-            .map_err(|error| DmError::Internal(error.to_string()))?;
-        let chunk = &plaintext[start..start + len];
-        if sha256(chunk) != content.chunk_hashes[usize::try_from(index).unwrap_or(usize::MAX)] {
+        let len = layout.chunk_plain_len(index).map_err(internal)?;
+        let plain = &mut sealed[position..position + len];
+        content::read_plaintext_into(content, index * chunk_size, plain)?;
+        if sha256(plain) != content.chunk_hashes[usize::try_from(index).unwrap_or(usize::MAX)] {
             return Err(DmError::Precondition(format!(
                 "the source files of {} changed since it was registered (chunk {index} differs); register a new version",
                 content.name
             )));
         }
-        cipher
-            .seal_chunk(index, chunk, &mut sealed)
-            .map_err(|error| DmError::Internal(error.to_string()))?;
+        let tag = cipher.seal_chunk_in_place(index, plain).map_err(internal)?;
+        sealed[position + len..position + len + TAG_LEN].copy_from_slice(&tag);
+        position += len + TAG_LEN;
     }
+    debug_assert_eq!(position, sealed.len());
     Ok(Bytes::from(sealed))
 }
 

@@ -25,15 +25,26 @@ fn env_or(name: &str, default: &str) -> String {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
-    if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
 }
 
 fn ensure_source(work: &Path, size_mb: u64) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(work)?;
     let path = work.join(format!("src{size_mb}m.bin"));
     let wanted = size_mb * 1_048_576;
-    if std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0) != wanted {
-        eprintln!("bench: writing {size_mb} MiB of random data to {}", path.display());
+    if std::fs::metadata(&path)
+        .map(|metadata| metadata.len())
+        .unwrap_or(0)
+        != wanted
+    {
+        eprintln!(
+            "bench: writing {size_mb} MiB of random data to {}",
+            path.display()
+        );
         let status = Command::new("head")
             .args(["-c", &wanted.to_string(), "/dev/urandom"])
             .stdout(std::fs::File::create(&path)?)
@@ -91,21 +102,34 @@ async fn time_distribution(
                 break;
             }
             if state == pb::DistributionState::Failed {
-                bail!("distribution to {dp} failed: {:?}", jobs.first().map(|job| job.error.clone()));
+                bail!(
+                    "distribution to {dp} failed: {:?}",
+                    jobs.first().map(|job| job.error.clone())
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let seconds = started.elapsed().as_secs_f64();
         rates.push(content.size_bytes as f64 / seconds / 1e6);
         client
-            .remove_content(pb::RemoveContentRequest { content_id: content.id.clone(), distribution_point_id: dp.to_owned() })
+            .remove_content(pb::RemoveContentRequest {
+                content_id: content.id.clone(),
+                distribution_point_id: dp.to_owned(),
+            })
             .await?;
     }
     Ok(rates)
 }
 
 /// Runs a peer script and returns its result line.
-fn peer(peers: &Path, script: &str, args: &[&str], size_mb: u64, runs: usize, bench_dir: &Path) -> anyhow::Result<String> {
+fn peer(
+    peers: &Path,
+    script: &str,
+    args: &[&str],
+    size_mb: u64,
+    runs: usize,
+    bench_dir: &Path,
+) -> anyhow::Result<String> {
     eprintln!("bench: running peer {script} {}", args.join(" "));
     let output = Command::new("bash")
         .arg(peers.join(script))
@@ -117,15 +141,27 @@ fn peer(peers: &Path, script: &str, args: &[&str], size_mb: u64, runs: usize, be
         .with_context(|| format!("run {script}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     if !output.status.success() {
-        bail!("{script} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{script} failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    stdout.lines().last().map(str::to_owned).context("peer printed nothing")
+    stdout
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .context("peer printed nothing")
 }
 
 /// The median after `label` in a peer's result line (`upload median 148 (…`, or `MB/s: median 812` for disk).
 fn peer_median(line: &str, label: &str) -> Option<f64> {
     let rest = line.split(label).nth(1)?;
-    rest.split("median").nth(1)?.split_whitespace().next()?.parse().ok()
+    rest.split("median")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +171,10 @@ async fn main() -> anyhow::Result<()> {
     let bench_dir = PathBuf::from(env_or("BENCH_DIR", "/tmp/clouddp-bench"));
     let peers = PathBuf::from(env_or(
         "PEERS_DIR",
-        &clouddp_e2e::repo_root().join("../shared/bench").display().to_string(),
+        &clouddp_e2e::repo_root()
+            .join("../shared/bench")
+            .display()
+            .to_string(),
     ));
     let work = bench_dir.join("work");
     let source = ensure_source(&work, size_mb)?;
@@ -153,8 +192,14 @@ async fn main() -> anyhow::Result<()> {
             region: "westeurope".to_owned(),
             ..Default::default()
         }),
-        store: Some(pb::AzureBlobStore { account: ACCOUNT.to_owned(), container: String::new(), endpoint: azurite.blob_endpoint() }),
-        credential: Some(pb::StorageCredential { credential: Some(pb::storage_credential::Credential::Emulator(true)) }),
+        store: Some(pb::AzureBlobStore {
+            account: ACCOUNT.to_owned(),
+            container: String::new(),
+            endpoint: azurite.blob_endpoint(),
+        }),
+        credential: Some(pb::StorageCredential {
+            credential: Some(pb::storage_credential::Credential::Emulator(true)),
+        }),
         ..Default::default()
     })
     .await?;
@@ -186,30 +231,77 @@ async fn main() -> anyhow::Result<()> {
     drop(manager);
     drop(azurite);
 
-    println!("clouddp {size_mb} MiB, n={runs}: register (hash) {register_rate:.0} MB/s; distribute sealed to Azurite median {ours_azurite:.0} MB/s {to_azurite:.0?}; to a local folder median {ours_folder:.0} MB/s {to_folder:.0?}; distribution manager peak RSS {rss:.1} MiB");
+    println!(
+        "clouddp {size_mb} MiB, n={runs}: register (hash) {register_rate:.0} MB/s; distribute sealed to Azurite median {ours_azurite:.0} MB/s {to_azurite:.0?}; to a local folder median {ours_folder:.0} MB/s {to_folder:.0?}; distribution manager peak RSS {rss:.1} MiB"
+    );
     if std::env::var("SKIP_PEERS").is_ok() {
         return Ok(());
     }
-    let rclone_crypt = peer(&peers, "10_rclone_azurite.sh", &["crypt"], size_mb, runs, &bench_dir)?;
-    let rclone_local = peer(&peers, "10_rclone_azurite.sh", &["local-crypt"], size_mb, runs, &bench_dir)?;
+    let rclone_crypt = peer(
+        &peers,
+        "10_rclone_azurite.sh",
+        &["crypt"],
+        size_mb,
+        runs,
+        &bench_dir,
+    )?;
+    let rclone_local = peer(
+        &peers,
+        "10_rclone_azurite.sh",
+        &["local-crypt"],
+        size_mb,
+        runs,
+        &bench_dir,
+    )?;
     let python = peer(&peers, "13_azsdk_python.sh", &[], size_mb, runs, &bench_dir)?;
     let disk = peer(&peers, "05_disk_fsync.sh", &[], size_mb, runs, &bench_dir)?;
     for line in [&rclone_crypt, &rclone_local, &python, &disk] {
         println!("peer: {line}");
     }
     let rows = [
-        ("to Azurite, encrypted vs Python SDK plain (conc 4)", ours_azurite, peer_median(&python, "upload"), 1.0),
-        ("to Azurite, encrypted vs rclone crypt", ours_azurite, peer_median(&rclone_crypt, "upload"), 1.6),
-        ("to a folder, encrypted vs rclone crypt local", ours_folder, peer_median(&rclone_local, "upload"), 3.0),
-        ("to a folder vs the disk's fsync write limit", ours_folder, peer_median(&disk, "MB/s:"), 0.0),
+        (
+            "to Azurite, encrypted vs Python SDK plain (conc 4)",
+            ours_azurite,
+            peer_median(&python, "upload"),
+            1.0,
+        ),
+        (
+            "to Azurite, encrypted vs rclone crypt",
+            ours_azurite,
+            peer_median(&rclone_crypt, "upload"),
+            1.6,
+        ),
+        (
+            "to a folder, encrypted vs rclone crypt local",
+            ours_folder,
+            peer_median(&rclone_local, "upload"),
+            3.0,
+        ),
+        (
+            "to a folder vs the disk's fsync write limit",
+            ours_folder,
+            peer_median(&disk, "MB/s:"),
+            0.0,
+        ),
     ];
-    println!("{:<52} {:>9} {:>9} {:>7} {:>7}", "comparison", "clouddp", "peer", "ratio", "target");
+    println!(
+        "{:<52} {:>9} {:>9} {:>7} {:>7}",
+        "comparison", "clouddp", "peer", "ratio", "target"
+    );
     for (label, ours, theirs, target) in rows {
         let theirs = theirs.unwrap_or(f64::NAN);
         let ratio = ours / theirs;
-        let verdict = if target == 0.0 { "-".to_owned() } else if ratio >= target { format!("≥{target} ok") } else { format!("≥{target} MISSED") };
+        let verdict = if target == 0.0 {
+            "-".to_owned()
+        } else if ratio >= target {
+            format!("≥{target} ok")
+        } else {
+            format!("≥{target} MISSED")
+        };
         println!("{label:<52} {ours:>9.0} {theirs:>9.0} {ratio:>7.2} {verdict:>7}");
     }
-    println!("peak RSS of the distribution manager over the whole run: {rss:.1} MiB (target ≤ 64 MiB)");
+    println!(
+        "peak RSS of the distribution manager over the whole run: {rss:.1} MiB (target ≤ 64 MiB)"
+    );
     Ok(())
 }
