@@ -15,8 +15,8 @@ use clouddp_platform::store::{
 };
 
 const MIB: usize = 1 << 20;
-/// Parts of a 200 MiB content: 200 chunks of 1 MiB, four chunks a part.
-const PARTS: usize = 50;
+/// Parts of a 200 MiB content: 200 chunks of 1 MiB, eight chunks a part.
+const PARTS: usize = 25;
 
 fn run(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
     console::run(&manager.url(), "http://127.0.0.1:9", args).unwrap()
@@ -335,7 +335,7 @@ async fn kill_9_mid_distribution_resumes_without_re_uploading_staged_parts() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let staged = manager.log().matches("part staged").count();
-        if staged >= 10 {
+        if staged >= 6 {
             break;
         }
         assert!(

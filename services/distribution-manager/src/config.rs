@@ -24,9 +24,76 @@ pub struct DmConfig {
     /// The site this distribution manager runs.
     #[serde(default)]
     pub site: SiteSettings,
+    /// How content is transferred to distribution points.
+    #[serde(default)]
+    pub distribution: DistributionSettings,
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+}
+
+/// How content is transferred to distribution points.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributionSettings {
+    /// 1 MiB chunks per staged part (an Azure block), 1 to 64.
+    pub part_chunks: u64,
+    /// Parts staged at once per distribution job, 1 to 64.
+    pub part_concurrency: usize,
+    /// Distribution jobs run at once, 1 to 64.
+    pub job_concurrency: usize,
+    /// Attempts before a job fails for good (transient errors only), 1 to 100.
+    pub max_attempts: u32,
+    /// First retry delay, doubled per attempt, for example `1s`.
+    #[serde(with = "humantime_duration")]
+    pub retry_base: std::time::Duration,
+}
+
+impl Default for DistributionSettings {
+    fn default() -> Self {
+        let defaults = crate::distribution::DistributorSettings::default();
+        Self {
+            part_chunks: defaults.part_chunks,
+            part_concurrency: defaults.part_concurrency,
+            job_concurrency: defaults.job_concurrency,
+            max_attempts: defaults.max_attempts,
+            retry_base: defaults.retry_base,
+        }
+    }
+}
+
+impl DistributionSettings {
+    /// The distributor's settings.
+    pub fn to_settings(&self) -> crate::distribution::DistributorSettings {
+        crate::distribution::DistributorSettings {
+            part_chunks: self.part_chunks,
+            part_concurrency: self.part_concurrency,
+            job_concurrency: self.job_concurrency,
+            max_attempts: self.max_attempts,
+            retry_base: self.retry_base,
+        }
+    }
+}
+
+/// Serde of a duration as a humantime string (`1s`, `500ms`).
+mod humantime_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &std::time::Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 1s: {error}"))
+        })
+    }
 }
 
 impl Default for DmConfig {
@@ -35,6 +102,7 @@ impl Default for DmConfig {
             server: default_server(),
             storage: StorageSettings::default(),
             site: SiteSettings::default(),
+            distribution: DistributionSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -85,6 +153,17 @@ impl DmConfig {
     /// Checks values that parse but are not allowed.
     pub fn check(&self) -> clouddp_platform::ConfigResult<()> {
         self.server.check()?;
+        let distribution = &self.distribution;
+        let in_range = (1..=64).contains(&distribution.part_chunks)
+            && (1..=64).contains(&distribution.part_concurrency)
+            && (1..=64).contains(&distribution.job_concurrency)
+            && (1..=100).contains(&distribution.max_attempts);
+        if !in_range {
+            return Err(clouddp_platform::ConfigError::Invalid(
+                "[distribution] part_chunks, part_concurrency and job_concurrency must be 1 to 64, max_attempts 1 to 100"
+                    .to_owned(),
+            ));
+        }
         clouddp_core::validate::site_code(&self.site.code).map_err(|error| {
             clouddp_platform::ConfigError::Invalid(format!("[site] code: {}", error.message))
         })?;

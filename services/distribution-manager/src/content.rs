@@ -39,6 +39,9 @@ pub struct ContentRecord {
     pub source_root: String,
     /// Files, in plaintext order.
     pub files: Vec<ManifestFile>,
+    /// Each source file's modification time at registration (ns since the epoch, 0 = unknown): a file whose
+    /// size or time differs when it is read again has changed since registration.
+    pub source_stamps: Vec<i64>,
     /// Plaintext bytes.
     pub size_bytes: u64,
     /// Chunk size.
@@ -83,6 +86,9 @@ struct StoredFile {
     path: String,
     size: u64,
     sha256: String,
+    /// Modification time of the source file at registration, ns since the epoch (0 = unknown).
+    #[serde(default)]
+    modified_ns: i64,
 }
 
 fn hash_from_hex(text: &str) -> DmResult<[u8; 32]> {
@@ -182,6 +188,7 @@ pub async fn register(
         .map_err(|error| DmError::Internal(error.to_string()))??;
     let mut hasher = ManifestHasher::new(CHUNK_SIZE);
     let mut manifest_files = Vec::with_capacity(files.len());
+    let mut source_stamps = Vec::with_capacity(files.len());
     let mut buffer = vec![0_u8; READ_BUFFER];
     for (relative, path) in &files {
         let mut file = tokio::fs::File::open(path).await.map_err(|error| {
@@ -202,6 +209,17 @@ pub async fn register(
             hasher.update(&buffer[..read]);
             size += read as u64;
         }
+        let metadata = file
+            .metadata()
+            .await
+            .map_err(|error| DmError::Unavailable(format!("stat {}: {error}", path.display())))?;
+        if metadata.len() != size {
+            return Err(DmError::Precondition(format!(
+                "{} changed while it was being registered; register the content again when it is stable",
+                path.display()
+            )));
+        }
+        source_stamps.push(modified_ns(&metadata));
         manifest_files.push(ManifestFile {
             path: relative.clone(),
             size,
@@ -234,6 +252,7 @@ pub async fn register(
         flags: request.flags,
         source_root: root.to_string_lossy().to_string(),
         files: manifest_files,
+        source_stamps,
         size_bytes,
         chunk_size: CHUNK_SIZE,
         sha256,
@@ -244,10 +263,12 @@ pub async fn register(
         files: record
             .files
             .iter()
-            .map(|file| StoredFile {
+            .zip(&record.source_stamps)
+            .map(|(file, stamp)| StoredFile {
                 path: file.path.clone(),
                 size: file.size,
                 sha256: hex::encode(file.sha256),
+                modified_ns: *stamp,
             })
             .collect(),
         chunk_sha256: record.chunk_hashes.iter().map(hex::encode).collect(),
@@ -295,6 +316,7 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> DmResult<ContentRecord> {
             })
         })
         .collect::<DmResult<Vec<_>>>()?;
+    let source_stamps = manifest.files.iter().map(|file| file.modified_ns).collect();
     let chunk_hashes = manifest
         .chunk_sha256
         .iter()
@@ -314,6 +336,7 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> DmResult<ContentRecord> {
             .map_err(|_| corrupt("flags"))?,
         source_root: row.try_get("source_path")?,
         files,
+        source_stamps,
         size_bytes: u64::try_from(row.try_get::<i64, _>("size_bytes")?)
             .map_err(|_| corrupt("size"))?,
         chunk_size: u32::try_from(row.try_get::<i64, _>("chunk_size")?)
@@ -350,13 +373,39 @@ pub async fn list(pool: &SqlitePool) -> DmResult<Vec<ContentRecord>> {
     rows.iter().map(decode).collect()
 }
 
+/// The modification time of a file, ns since the epoch (0 when unknown).
+fn modified_ns(metadata: &std::fs::Metadata) -> i64 {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|elapsed| i64::try_from(elapsed.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// The id (`<content_id>@<version>`) a reference names, without reading the manifest.
+pub async fn resolve_id(pool: &SqlitePool, reference: &str) -> DmResult<String> {
+    sqlx::query_scalar(
+        "SELECT id FROM content_versions WHERE id = ?1 OR content_id = ?1 OR name = ?1 \
+         ORDER BY (id = ?1) DESC, version DESC LIMIT 1",
+    )
+    .bind(reference)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        DmError::NotFound(format!(
+            "no content has the id or name {reference:?}; list them with `clouddp content list`"
+        ))
+    })
+}
+
 /// Fills `dest` with the plaintext at `offset` of `record`, read from its source files with positional reads
 /// (blocking: call it from a blocking task). The files must not have changed since registration.
 pub fn read_plaintext_into(record: &ContentRecord, offset: u64, dest: &mut [u8]) -> DmResult<()> {
     use std::os::unix::fs::FileExt as _;
     let mut filled = 0;
     let mut file_start = 0_u64;
-    for file in &record.files {
+    for (file, stamp) in record.files.iter().zip(&record.source_stamps) {
         let file_end = file_start + file.size;
         let want = offset + filled as u64;
         if filled == dest.len() {
@@ -371,6 +420,16 @@ pub fn read_plaintext_into(record: &ContentRecord, offset: u64, dest: &mut [u8])
                     record.id
                 ))
             })?;
+            let metadata = handle.metadata().map_err(|error| {
+                DmError::Unavailable(format!("stat {}: {error}", path.display()))
+            })?;
+            if metadata.len() != file.size || (*stamp != 0 && modified_ns(&metadata) != *stamp) {
+                return Err(DmError::Precondition(format!(
+                    "source file {} of {} changed since it was registered; register a new version",
+                    path.display(),
+                    record.name
+                )));
+            }
             let take = usize::try_from((file_end - want).min((dest.len() - filled) as u64))
                 .unwrap_or(usize::MAX);
             handle.read_exact_at(&mut dest[filled..filled + take], want - file_start).map_err(|error| {

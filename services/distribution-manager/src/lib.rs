@@ -58,7 +58,7 @@ pub async fn run(
     ));
     let distributor = Arc::new(distribution::Distributor::new(
         manager.clone(),
-        distribution::DistributorSettings::default(),
+        config.distribution.to_settings(),
     ));
     let distributor_task = tokio::spawn(distributor.clone().run(shutdown.clone()));
     tracing::info!(data_dir = %data_dir.display(), site = %config.site.code, "distribution manager starting");

@@ -56,6 +56,20 @@ fn ensure_source(work: &Path, size_mb: u64) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks_per_second = 100.0;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / ticks_per_second)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -80,6 +94,8 @@ async fn time_distribution(
     let mut client = ContentServiceClient::new(channel.clone());
     let mut rates = Vec::new();
     for _ in 0..runs {
+        // Start each run with no dirty pages of earlier runs still being written back.
+        let _ = Command::new("sync").status();
         let started = Instant::now();
         client
             .distribute_content(pb::DistributeContentRequest {
@@ -222,10 +238,27 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .into_inner();
     let register_rate = content.size_bytes as f64 / registered.elapsed().as_secs_f64() / 1e6;
+    let pid = manager.pid().unwrap_or_default();
+    let rss_registered = peak_rss_mib(pid);
 
-    let mut to_azurite = time_distribution(&channel, &content, "bench-cdp", runs).await?;
+    // The folder first: Azurite collects the extents of removed blobs in the background afterwards, which
+    // would take CPU from the folder runs.
+    let cpu_before = cpu_seconds(pid);
     let mut to_folder = time_distribution(&channel, &content, "bench-folder", runs).await?;
-    let rss = peak_rss_mib(manager.pid().unwrap_or_default());
+    let cpu_folder = cpu_seconds(pid) - cpu_before;
+    let rss_folder = peak_rss_mib(pid);
+    let mut to_azurite = time_distribution(&channel, &content, "bench-cdp", runs).await?;
+    let cpu_azurite = cpu_seconds(pid) - cpu_before - cpu_folder;
+    let per_gib = |cpu: f64| cpu / runs as f64 / (content.size_bytes as f64 / 1_073_741_824.0);
+    eprintln!(
+        "bench: distribution manager CPU per GiB distributed: to Azurite {:.2} s, to a folder {:.2} s",
+        per_gib(cpu_azurite),
+        per_gib(cpu_folder)
+    );
+    let rss = peak_rss_mib(pid);
+    eprintln!(
+        "bench: peak RSS after registration {rss_registered:.1} MiB, after folder runs {rss_folder:.1} MiB, after Azurite runs {rss:.1} MiB"
+    );
     let ours_azurite = median(&mut to_azurite);
     let ours_folder = median(&mut to_folder);
     drop(manager);
