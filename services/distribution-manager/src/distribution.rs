@@ -708,9 +708,17 @@ impl Distributor {
                 if let Err(cleanup) = self.discard_staged(content_version_id, dp_id).await {
                     tracing::warn!(content = content_version_id, dp = dp_id, %cleanup, "cannot discard the staged parts of a failed job");
                 }
-                self.set_job(content_version_id, dp_id, JobState::Failed, 0, attempts, &error.to_string(), 0)
-                    .await
-                    .map(|_| ())
+                self.set_job(
+                    content_version_id,
+                    dp_id,
+                    JobState::Failed,
+                    0,
+                    attempts,
+                    &error.to_string(),
+                    0,
+                )
+                .await
+                .map(|_| ())
             }
         };
         if let Err(error) = recorded {
@@ -877,7 +885,10 @@ impl Distributor {
         let content = content::get(self.pool(), content_version_id).await?;
         let dp = self.manager.get(dp_id).await?;
         let store = self.manager.store_for(&dp).await?;
-        store.abort(&content.store_path()).await.map_err(store_error)?;
+        store
+            .abort(&content.store_path())
+            .await
+            .map_err(store_error)?;
         sqlx::query("DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2")
             .bind(content_version_id)
             .bind(dp_id)
