@@ -45,7 +45,7 @@ pub struct DistributionSettings {
     /// Attempts before a job fails for good (transient errors only), 1 to 100.
     pub max_attempts: u32,
     /// First retry delay, doubled per attempt, for example `1s`.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "clouddp_platform::config::duration_text")]
     pub retry_base: std::time::Duration,
 }
 
@@ -72,27 +72,6 @@ impl DistributionSettings {
             max_attempts: self.max_attempts,
             retry_base: self.retry_base,
         }
-    }
-}
-
-/// Serde of a duration as a humantime string (`1s`, `500ms`).
-mod humantime_duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        value: &std::time::Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*value).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<std::time::Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(|error| {
-            serde::de::Error::custom(format!("{text:?} is not a duration like 1s: {error}"))
-        })
     }
 }
 

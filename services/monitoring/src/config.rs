@@ -91,7 +91,7 @@ impl Default for UpstreamSettings {
 #[serde(deny_unknown_fields)]
 pub struct PullSettings {
     /// Interval between pulls, for example `1h` (the default, as the reference) or `1s` in tests.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "clouddp_platform::config::duration_text")]
     pub interval: Duration,
 }
 
@@ -100,26 +100,6 @@ impl Default for PullSettings {
         Self {
             interval: Duration::from_secs(3600),
         }
-    }
-}
-
-/// Serde of a [`Duration`] as a humantime string (`1h`, `30s`).
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*value).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(|error| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration like 1h or 30s: {error}"
-            ))
-        })
     }
 }
 

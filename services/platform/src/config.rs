@@ -166,6 +166,29 @@ pub fn deploy_examples<T: DeserializeOwned + Serialize + Default>(
         .collect()
 }
 
+/// Serde of a [`std::time::Duration`] as human text (`1h`, `30s`, `500ms`), for config fields:
+/// `#[serde(with = "clouddp_platform::config::duration_text")]`.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `1h 30m`-style text.
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    /// Reads `1h`, `30s`, `500ms`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like 1h or 30s: {error}"
+            ))
+        })
+    }
+}
+
 /// The process environment as a map, for [`load`].
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()

@@ -175,19 +175,7 @@ impl ContentService for ContentGrpc {
             .filter(|record| wanted_type.is_none_or(|wanted| wanted == record.content_type))
             .filter(|record| on_dp.as_ref().is_none_or(|ids| ids.contains(&record.id)))
             .collect();
-        let page = clouddp_core::page::Page::from_request(
-            request
-                .page
-                .as_ref()
-                .map(|page| page.page_size)
-                .unwrap_or_default(),
-            request
-                .page
-                .as_ref()
-                .map(|page| page.page_token.as_str())
-                .unwrap_or_default(),
-        )
-        .map_err(DmError::from)?;
+        let page = super::page(request.page.as_ref())?;
         let (items, next_page_token) = page.slice(&records);
         Ok(Response::new(pb::ListContentResponse {
             contents: items

@@ -270,19 +270,7 @@ impl DistributionPointService for DistributionPointGrpc {
         let request = request.into_inner();
         let kind = dp_kind(request.kind);
         let records = self.manager.list(kind).await?;
-        let page = clouddp_core::page::Page::from_request(
-            request
-                .page
-                .as_ref()
-                .map(|page| page.page_size)
-                .unwrap_or_default(),
-            request
-                .page
-                .as_ref()
-                .map(|page| page.page_token.as_str())
-                .unwrap_or_default(),
-        )
-        .map_err(DmError::from)?;
+        let page = super::page(request.page.as_ref())?;
         let (items, next_page_token) = page.slice(&records);
         Ok(Response::new(pb::ListDistributionPointsResponse {
             distribution_points: items.iter().map(Into::into).collect(),

@@ -132,19 +132,7 @@ impl DistributionPointGroupService for DistributionPointGroupGrpc {
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         let request = request.into_inner();
         let all = groups::list(self.manager.pool()).await?;
-        let page = clouddp_core::page::Page::from_request(
-            request
-                .page
-                .as_ref()
-                .map(|page| page.page_size)
-                .unwrap_or_default(),
-            request
-                .page
-                .as_ref()
-                .map(|page| page.page_token.as_str())
-                .unwrap_or_default(),
-        )
-        .map_err(crate::error::DmError::from)?;
+        let page = super::page(request.page.as_ref())?;
         let (items, next_page_token) = page.slice(&all);
         Ok(Response::new(pb::ListGroupsResponse {
             groups: items.iter().map(group_to_pb).collect(),

@@ -9,3 +9,13 @@ pub use content::ContentGrpc;
 pub use distribution_points::DistributionPointGrpc;
 pub use groups::DistributionPointGroupGrpc;
 pub use pending::{CertificateGrpc, ClientPolicyGrpc, ContentLocationGrpc, SiteGrpc};
+
+/// The validated page of a list request (the default page when none is given).
+pub(crate) fn page(
+    request: Option<&clouddp_proto::v1::PageRequest>,
+) -> Result<clouddp_core::page::Page, crate::error::DmError> {
+    let (size, token) = request
+        .map(|page| (page.page_size, page.page_token.as_str()))
+        .unwrap_or((0, ""));
+    clouddp_core::page::Page::from_request(size, token).map_err(crate::error::DmError::from)
+}
