@@ -100,6 +100,28 @@ pub enum DpCommand {
         #[arg(long, value_enum)]
         kind: Option<ListKind>,
     },
+    /// Start a distribution point's service: clients may download from it again.
+    Start {
+        /// Its id or name.
+        id: String,
+    },
+    /// Stop a distribution point's service: client downloads are refused at once; its content stays and the
+    /// site still distributes to it.
+    Stop {
+        /// Its id or name.
+        id: String,
+        /// Why (shown as the DP's state reason).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Set the number of content endpoint instances of a cloud distribution point (1 to 16).
+    Scale {
+        /// Its id or name.
+        id: String,
+        /// Instance count.
+        #[arg(long)]
+        instances: u32,
+    },
     /// Show one distribution point with all its properties.
     Show {
         /// Its id or name.
@@ -218,6 +240,13 @@ fn print_one(dp: &pb::DistributionPoint, output: OutputFormat) {
     }
 }
 
+fn report_state(dp: &pb::DistributionPoint, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => print_one(dp, output),
+        OutputFormat::Table => println!("{} is {}", dp.name, state_label(dp.state)),
+    }
+}
+
 /// Runs a `dp` command.
 pub async fn run(
     command: DpCommand,
@@ -330,6 +359,40 @@ pub async fn run(
                 );
             } else {
                 print_one(&dp, output);
+            }
+        }
+        DpCommand::Start { id } => {
+            let dp = client
+                .start_service(pb::StartServiceRequest { id })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            report_state(&dp, output);
+        }
+        DpCommand::Stop { id, reason } => {
+            let dp = client
+                .stop_service(pb::StopServiceRequest { id, reason })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            report_state(&dp, output);
+        }
+        DpCommand::Scale { id, instances } => {
+            let dp = client
+                .scale_service(pb::ScaleServiceRequest { id, instances })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            match output {
+                OutputFormat::Json => print_one(&dp, output),
+                OutputFormat::Table => println!(
+                    "{} now has {} instance(s)",
+                    dp.name,
+                    dp.cloud
+                        .as_ref()
+                        .map(|cloud| cloud.instances)
+                        .unwrap_or_default()
+                ),
             }
         }
         DpCommand::Show { id } => {

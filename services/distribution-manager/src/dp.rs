@@ -322,6 +322,74 @@ impl DistributionManager {
         }
     }
 
+    /// Starts (`running`) or stops a DP's service. Stopping deletes no content and does not stop the site's
+    /// transfers to the DP; both are idempotent. Only a READY or STOPPED DP can change.
+    pub async fn set_service(
+        &self,
+        id_or_name: &str,
+        running: bool,
+        reason: &str,
+    ) -> DmResult<DpRecord> {
+        let dp = self.get(id_or_name).await?;
+        let (wanted, verb) = if running {
+            (DpState::Ready, "start")
+        } else {
+            (DpState::Stopped, "stop")
+        };
+        if dp.state == wanted {
+            return Ok(dp);
+        }
+        if !matches!(dp.state, DpState::Ready | DpState::Stopped) {
+            return Err(DmError::Precondition(format!(
+                "cannot {verb} {}: it is {} ({}); its service can be started or stopped only when it is ready or stopped",
+                dp.name,
+                dp.state.as_str(),
+                if dp.state_reason.is_empty() {
+                    "no reason recorded"
+                } else {
+                    dp.state_reason.as_str()
+                }
+            )));
+        }
+        let reason = if running {
+            String::new()
+        } else if reason.trim().is_empty() {
+            "stopped by an administrator".to_owned()
+        } else {
+            reason.trim().to_owned()
+        };
+        let record = self.set_state(&dp.id, wanted, &reason).await?;
+        tracing::info!(dp.id = %record.id, dp.name = %record.name, state = record.state.as_str(), %reason, "distribution point service changed");
+        Ok(record)
+    }
+
+    /// Sets the instance count of a cloud DP's content endpoint (1 to 16).
+    pub async fn scale(&self, id_or_name: &str, instances: u32) -> DmResult<DpRecord> {
+        let instances = validate::instances(instances)?;
+        let dp = self.get(id_or_name).await?;
+        if dp.kind != DpKind::Cloud {
+            return Err(DmError::Precondition(format!(
+                "{} is an on-premises distribution point: instances apply to cloud distribution points only",
+                dp.name
+            )));
+        }
+        let now = now_ms();
+        let mut transaction = self.pool.begin().await?;
+        let revision = next_revision(&mut transaction).await?;
+        sqlx::query("UPDATE distribution_points SET instances = ?2, update_time_ms = ?3, revision = ?4 WHERE id = ?1")
+            .bind(&dp.id)
+            .bind(i64::from(instances))
+            .bind(now)
+            .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        let record = self.get(&dp.id).await?;
+        self.publish(DpChangeKind::Upserted, &record, now);
+        tracing::info!(dp.id = %record.id, dp.name = %record.name, instances, "distribution point scaled");
+        Ok(record)
+    }
+
     /// Sets a DP's state and reason, bumping its revision and telling watchers.
     pub async fn set_state(&self, id: &str, state: DpState, reason: &str) -> DmResult<DpRecord> {
         let now = now_ms();

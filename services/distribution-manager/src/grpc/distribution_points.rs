@@ -89,6 +89,17 @@ impl From<&DpRecord> for pb::DistributionPoint {
     }
 }
 
+/// The trimmed DP id or name of a request, or INVALID_ARGUMENT.
+fn required_id(id: &str) -> Result<&str, Status> {
+    let trimmed = id.trim();
+    if trimmed.is_empty() {
+        return Err(Status::invalid_argument(
+            "id: give a distribution point id or name",
+        ));
+    }
+    Ok(trimmed)
+}
+
 /// Validates an install request into a [`NewCloudDp`]; the first problem names its field.
 fn cloud_request(request: pb::InstallCloudDistributionPointRequest) -> Result<NewCloudDp, DmError> {
     if request.pull_distribution_point {
@@ -253,13 +264,8 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::GetDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
-        let id = request.into_inner().id;
-        if id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "id: give a distribution point id or name",
-            ));
-        }
-        let record = self.manager.get(id.trim()).await?;
+        let request = request.into_inner();
+        let record = self.manager.get(required_id(&request.id)?).await?;
         Ok(Response::new((&record).into()))
     }
 
@@ -290,23 +296,38 @@ impl DistributionPointService for DistributionPointGrpc {
 
     async fn start_service(
         &self,
-        _request: Request<pb::StartServiceRequest>,
+        request: Request<pb::StartServiceRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
-        Err(pending(LIFECYCLE, "DistributionPointService.StartService"))
+        let request = request.into_inner();
+        let record = self
+            .manager
+            .set_service(required_id(&request.id)?, true, "")
+            .await?;
+        Ok(Response::new((&record).into()))
     }
 
     async fn stop_service(
         &self,
-        _request: Request<pb::StopServiceRequest>,
+        request: Request<pb::StopServiceRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
-        Err(pending(LIFECYCLE, "DistributionPointService.StopService"))
+        let request = request.into_inner();
+        let record = self
+            .manager
+            .set_service(required_id(&request.id)?, false, &request.reason)
+            .await?;
+        Ok(Response::new((&record).into()))
     }
 
     async fn scale_service(
         &self,
-        _request: Request<pb::ScaleServiceRequest>,
+        request: Request<pb::ScaleServiceRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
-        Err(pending(LIFECYCLE, "DistributionPointService.ScaleService"))
+        let request = request.into_inner();
+        let record = self
+            .manager
+            .scale(required_id(&request.id)?, request.instances)
+            .await?;
+        Ok(Response::new((&record).into()))
     }
 
     async fn delete_distribution_point(

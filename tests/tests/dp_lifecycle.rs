@@ -1,0 +1,261 @@
+//! Cloud DP service lifecycle so far: stop and start (state on the DP and on the monitoring service's watch,
+//! distribution still goes on while stopped), scale with its bounds, and groups renamed and deleted.
+
+use std::time::{Duration, Instant};
+
+use clouddp_e2e::ServiceProcess;
+use clouddp_e2e::azurite::{ACCOUNT, Azurite};
+use clouddp_e2e::console::{self, ConsoleOutput};
+use clouddp_e2e::content::write_random_file;
+use clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use clouddp_proto::v1::{DistributionPointState, ListFollowedDistributionPointsRequest};
+
+fn run(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
+    console::run(&manager.url(), &monitoring.url(), args).unwrap()
+}
+
+fn ok(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> serde_json::Value {
+    let mut with_json = args.to_vec();
+    with_json.extend(["-o", "json"]);
+    let output = run(manager, monitoring, &with_json);
+    assert_eq!(output.code, 0, "clouddp {args:?}: {output:?}");
+    output.json().unwrap()
+}
+
+async fn followed_state(monitoring: &ServiceProcess, name: &str) -> Option<DistributionPointState> {
+    MonitoringServiceClient::new(monitoring.channel())
+        .list_followed_distribution_points(ListFollowedDistributionPointsRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .distribution_points
+        .into_iter()
+        .find(|dp| dp.name == name)
+        .map(|dp| dp.state())
+}
+
+async fn wait_followed(monitoring: &ServiceProcess, name: &str, state: DistributionPointState) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while followed_state(monitoring, name).await != Some(state) {
+        assert!(
+            Instant::now() < deadline,
+            "monitoring never saw {name} {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_and_scale_a_cloud_dp() {
+    let azurite = Azurite::start().await.unwrap();
+    let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
+    let endpoint = azurite.blob_endpoint();
+    let installed = ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            "life-cdp",
+            "--subscription",
+            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
+            "--region",
+            "northeurope",
+            "--account",
+            ACCOUNT,
+            "--blob-endpoint",
+            &endpoint,
+            "--emulator",
+        ],
+    );
+    assert_eq!(installed["state"], "ready");
+    assert_eq!(
+        installed["cloud"]["instances"], 2,
+        "two instances by default"
+    );
+    assert_eq!(installed["thresholds"]["storage_alert_gb"], 2000);
+    wait_followed(&monitoring, "life-cdp", DistributionPointState::Ready).await;
+
+    let stopped = ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "stop",
+            "life-cdp",
+            "--reason",
+            "transfer budget reached",
+        ],
+    );
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["state_reason"], "transfer budget reached");
+    wait_followed(&monitoring, "life-cdp", DistributionPointState::Stopped).await;
+    let again = ok(&manager, &monitoring, &["dp", "stop", "life-cdp"]);
+    assert_eq!(
+        again["revision"], stopped["revision"],
+        "stopping a stopped DP changes nothing"
+    );
+
+    // The site still distributes to a stopped DP.
+    let work = tempfile::tempdir().unwrap();
+    write_random_file(&work.path().join("app/setup.exe"), 2_000_000, 0).unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "add",
+            "--name",
+            "app",
+            "--type",
+            "application",
+            "--source",
+            work.path().join("app").to_str().unwrap(),
+        ],
+    );
+    let jobs = ok(
+        &manager,
+        &monitoring,
+        &["content", "distribute", "app", "--dp", "life-cdp", "--wait"],
+    );
+    assert_eq!(jobs[0]["state"], "success", "{jobs}");
+
+    let started = ok(&manager, &monitoring, &["dp", "start", "life-cdp"]);
+    assert_eq!(started["state"], "ready");
+    assert_eq!(started["state_reason"], "");
+    wait_followed(&monitoring, "life-cdp", DistributionPointState::Ready).await;
+    let valid = ok(
+        &manager,
+        &monitoring,
+        &["content", "validate", "app", "--dp", "life-cdp"],
+    );
+    assert_eq!(
+        valid["valid"], true,
+        "stop and start kept the content: {valid}"
+    );
+
+    let scaled = ok(
+        &manager,
+        &monitoring,
+        &["dp", "scale", "life-cdp", "--instances", "4"],
+    );
+    assert_eq!(scaled["cloud"]["instances"], 4);
+    for bad in ["0", "17"] {
+        let refused = run(
+            &manager,
+            &monitoring,
+            &["dp", "scale", "life-cdp", "--instances", bad],
+        );
+        assert_eq!(refused.code, 1, "{refused:?}");
+        assert!(
+            refused.stderr.contains("InvalidArgument") && refused.stderr.contains("1 to 16"),
+            "{refused:?}"
+        );
+    }
+    let shown = ok(&manager, &monitoring, &["dp", "show", "life-cdp"]);
+    assert_eq!(
+        shown["cloud"]["instances"], 4,
+        "refused scales changed nothing"
+    );
+
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "register",
+            "--name",
+            "branch-x",
+            "--folder",
+            "/srv/clouddp/branch-x",
+            "--address",
+            "https://branch-x.corp.example",
+        ],
+    );
+    let on_prem = run(
+        &manager,
+        &monitoring,
+        &["dp", "scale", "branch-x", "--instances", "3"],
+    );
+    assert_eq!(on_prem.code, 1);
+    assert!(
+        on_prem.stderr.contains("FailedPrecondition")
+            && on_prem.stderr.contains("cloud distribution points only"),
+        "{on_prem:?}"
+    );
+
+    let bad_name = run(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            "Bad_Name",
+            "--subscription",
+            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
+            "--region",
+            "northeurope",
+            "--emulator",
+            "--blob-endpoint",
+            &endpoint,
+        ],
+    );
+    assert_eq!(bad_name.code, 1);
+    assert!(
+        bad_name.stderr.contains("cloud.service_name"),
+        "{bad_name:?}"
+    );
+}
+
+#[tokio::test]
+async fn groups_are_renamed_and_deleted_without_touching_their_members() {
+    let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "register",
+            "--name",
+            "member-1",
+            "--folder",
+            "/srv/clouddp/m1",
+            "--address",
+            "https://m1.corp.example",
+        ],
+    );
+    let created = ok(
+        &manager,
+        &monitoring,
+        &["group", "create", "west", "--dp", "member-1"],
+    );
+    assert_eq!(created["member_count"], 1);
+    let renamed = ok(
+        &manager,
+        &monitoring,
+        &["group", "rename", "west", "west-europe"],
+    );
+    assert_eq!(renamed["name"], "west-europe");
+    assert_eq!(renamed["id"], created["id"]);
+    let clash = run(&manager, &monitoring, &["group", "create", "west-europe"]);
+    assert_eq!(clash.code, 1);
+    assert!(clash.stderr.contains("AlreadyExists"), "{clash:?}");
+    let refused = run(&manager, &monitoring, &["group", "delete", "west-europe"]);
+    assert_eq!(
+        refused.code, 1,
+        "deleting without --yes and without a terminal is refused: {refused:?}"
+    );
+    ok(
+        &manager,
+        &monitoring,
+        &["group", "delete", "west-europe", "--yes"],
+    );
+    assert_eq!(
+        ok(&manager, &monitoring, &["group", "list"]),
+        serde_json::json!([])
+    );
+    let members = ok(&manager, &monitoring, &["dp", "list"]);
+    assert_eq!(members[0]["name"], "member-1", "the member stays");
+}
