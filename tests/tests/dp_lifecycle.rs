@@ -185,6 +185,54 @@ async fn stop_start_and_scale_a_cloud_dp() {
         "{on_prem:?}"
     );
 
+    // Delete removes every object from the store, the container, the DP and its memberships.
+    ok(
+        &manager,
+        &monitoring,
+        &["group", "create", "cloud-only", "--dp", "life-cdp"],
+    );
+    let refused = run(&manager, &monitoring, &["dp", "delete", "life-cdp"]);
+    assert_eq!(refused.code, 1, "no --yes, no terminal: {refused:?}");
+    let store =
+        clouddp_platform::store::AzureStore::new(clouddp_platform::store::AzureStoreConfig {
+            account: ACCOUNT.to_owned(),
+            container: "life-cdp".to_owned(),
+            endpoint: endpoint.clone(),
+            credential: clouddp_platform::store::AzureCredential::Emulator,
+        })
+        .unwrap();
+    use clouddp_platform::store::BlobStore as _;
+    assert_eq!(
+        store.list("").await.unwrap().len(),
+        1,
+        "the content is there before the delete"
+    );
+    let deleted = ok(
+        &manager,
+        &monitoring,
+        &["dp", "delete", "life-cdp", "--yes"],
+    );
+    assert_eq!(deleted["objects_deleted"], 1, "{deleted}");
+    assert!(
+        store.list("").await.is_err(),
+        "the container is gone, and every blob with it"
+    );
+    let missing = run(&manager, &monitoring, &["dp", "show", "life-cdp"]);
+    assert!(missing.stderr.contains("NotFound"), "{missing:?}");
+    let groups = ok(&manager, &monitoring, &["group", "list"]);
+    assert_eq!(
+        groups[0]["member_count"], 0,
+        "the membership went with the DP: {groups}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while followed_state(&monitoring, "life-cdp").await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "monitoring still follows the deleted DP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let bad_name = run(
         &manager,
         &monitoring,
@@ -258,4 +306,61 @@ async fn groups_are_renamed_and_deleted_without_touching_their_members() {
     );
     let members = ok(&manager, &monitoring, &["dp", "list"]);
     assert_eq!(members[0]["name"], "member-1", "the member stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_delete_finishes_after_a_restart() {
+    let mut azurite = Azurite::start().await.unwrap();
+    let (mut manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
+    let endpoint = azurite.blob_endpoint();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            "gone-cdp",
+            "--subscription",
+            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
+            "--region",
+            "northeurope",
+            "--account",
+            ACCOUNT,
+            "--blob-endpoint",
+            &endpoint,
+            "--emulator",
+        ],
+    );
+    // The store is down: the delete is recorded, cannot finish, and says so.
+    azurite.stop();
+    let failed = run(
+        &manager,
+        &monitoring,
+        &["dp", "delete", "gone-cdp", "--yes"],
+    );
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stderr.contains("Unavailable"), "{failed:?}");
+    let shown = ok(&manager, &monitoring, &["dp", "show", "gone-cdp"]);
+    assert_eq!(shown["state"], "deleting", "{shown}");
+
+    azurite.restart().await.unwrap();
+    manager.restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = ok(&manager, &monitoring, &["dp", "list"]);
+        if listed.as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delete did not finish after the restart: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        manager.log().contains("finishing an interrupted delete"),
+        "{}",
+        manager.log()
+    );
 }

@@ -314,7 +314,8 @@ async fn wait_for(
         .all(|job| job.state == i32::from(pb::DistributionState::Success)))
 }
 
-fn confirm(question: &str, yes: bool) -> CliResult<()> {
+/// Asks before a destructive command unless `--yes`; refuses without a terminal to ask on.
+pub(crate) fn confirm(question: &str, yes: bool) -> CliResult<()> {
     if yes {
         return Ok(());
     }

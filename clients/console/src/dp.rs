@@ -122,6 +122,15 @@ pub enum DpCommand {
         #[arg(long)]
         instances: u32,
     },
+    /// Delete a distribution point: every object of it is removed from its store (a cloud DP's container too),
+    /// then the DP, its distributions and its group memberships.
+    Delete {
+        /// Its id or name.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show one distribution point with all its properties.
     Show {
         /// Its id or name.
@@ -392,6 +401,26 @@ pub async fn run(
                         .as_ref()
                         .map(|cloud| cloud.instances)
                         .unwrap_or_default()
+                ),
+            }
+        }
+        DpCommand::Delete { id, yes } => {
+            crate::content::confirm(
+                &format!("Delete distribution point {id} and every object in its store?"),
+                yes,
+            )?;
+            let deleted = client
+                .delete_distribution_point(pb::DeleteDistributionPointRequest { id: id.clone() })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            match output {
+                OutputFormat::Json => print_json(
+                    &json!({ "deleted": deleted.id, "objects_deleted": deleted.blobs_deleted }),
+                ),
+                OutputFormat::Table => println!(
+                    "deleted {id} ({}), {} object(s) removed from its store",
+                    deleted.id, deleted.blobs_deleted
                 ),
             }
         }

@@ -363,6 +363,96 @@ impl DistributionManager {
         Ok(record)
     }
 
+    /// Deletes a DP: marks it DELETING (so a crash finishes the job at the next start), removes every object of
+    /// it from its store (a cloud DP's container too), then the DP with its jobs, parts and group memberships.
+    /// Refused while content is being transferred to it. Returns the DP's id and the objects deleted.
+    pub async fn delete(&self, id_or_name: &str) -> DmResult<(String, u64)> {
+        let dp = self.get(id_or_name).await?;
+        let transferring: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM distributions WHERE dp_id = ?1 AND state = 'in_progress'",
+        )
+        .bind(&dp.id)
+        .fetch_one(&self.pool)
+        .await?;
+        if transferring > 0 && dp.state != DpState::Deleting {
+            return Err(DmError::Precondition(format!(
+                "content is being transferred to {} right now; delete it when the transfers have finished",
+                dp.name
+            )));
+        }
+        let dp = if dp.state == DpState::Deleting {
+            dp
+        } else {
+            self.set_state(&dp.id, DpState::Deleting, "delete requested")
+                .await?
+        };
+        self.finish_delete(&dp).await
+    }
+
+    /// Finishes the deletes a crash interrupted.
+    pub async fn resume_deletes(&self) -> DmResult<usize> {
+        let pending: Vec<DpRecord> = self
+            .list(None)
+            .await?
+            .into_iter()
+            .filter(|dp| dp.state == DpState::Deleting)
+            .collect();
+        for dp in &pending {
+            tracing::info!(dp.id = %dp.id, dp.name = %dp.name, "finishing an interrupted delete");
+            self.finish_delete(dp).await?;
+        }
+        Ok(pending.len())
+    }
+
+    async fn finish_delete(&self, dp: &DpRecord) -> DmResult<(String, u64)> {
+        let store = self.store_for(dp).await?;
+        let store_error = |error: StoreError| {
+            DmError::Unavailable(format!("cleaning the store of {}: {error}", dp.name))
+        };
+        let objects = match store.list("").await {
+            Ok(objects) => objects,
+            Err(StoreError::NotFound(_)) => Vec::new(),
+            Err(error) => return Err(store_error(error)),
+        };
+        for object in &objects {
+            store.delete(&object.path).await.map_err(store_error)?;
+        }
+        let staged: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT c.content_id || '/v' || c.version FROM distribution_parts p \
+             JOIN content_versions c ON c.id = p.content_version_id WHERE p.dp_id = ?1",
+        )
+        .bind(&dp.id)
+        .fetch_all(&self.pool)
+        .await?;
+        for path in staged {
+            store
+                .abort(&format!("content/{path}.sealed"))
+                .await
+                .map_err(store_error)?;
+        }
+        if dp.kind == DpKind::Cloud {
+            store.delete_container().await.map_err(store_error)?;
+        }
+        let mut transaction = self.pool.begin().await?;
+        for statement in [
+            "DELETE FROM distribution_parts WHERE dp_id = ?1",
+            "DELETE FROM distributions WHERE dp_id = ?1",
+            "DELETE FROM dp_group_members WHERE dp_id = ?1",
+            "DELETE FROM dp_secrets WHERE dp_id = ?1",
+            "DELETE FROM distribution_points WHERE id = ?1",
+        ] {
+            sqlx::query(statement)
+                .bind(&dp.id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        next_revision(&mut transaction).await?;
+        transaction.commit().await?;
+        self.publish(DpChangeKind::Deleted, dp, now_ms());
+        tracing::info!(dp.id = %dp.id, dp.name = %dp.name, objects = objects.len(), "distribution point deleted");
+        Ok((dp.id.clone(), objects.len() as u64))
+    }
+
     /// Sets the instance count of a cloud DP's content endpoint (1 to 16).
     pub async fn scale(&self, id_or_name: &str, instances: u32) -> DmResult<DpRecord> {
         let instances = validate::instances(instances)?;

@@ -60,6 +60,13 @@ pub async fn run(
         manager.clone(),
         config.distribution.to_settings(),
     ));
+    match manager.resume_deletes().await {
+        Ok(0) => {}
+        Ok(finished) => tracing::info!(finished, "finished interrupted distribution point deletes"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot finish an interrupted distribution point delete yet; retry the delete")
+        }
+    }
     let distributor_task = tokio::spawn(distributor.clone().run(shutdown.clone()));
     tracing::info!(data_dir = %data_dir.display(), site = %config.site.code, "distribution manager starting");
 

@@ -332,12 +332,14 @@ impl DistributionPointService for DistributionPointGrpc {
 
     async fn delete_distribution_point(
         &self,
-        _request: Request<pb::DeleteDistributionPointRequest>,
+        request: Request<pb::DeleteDistributionPointRequest>,
     ) -> Result<Response<pb::DeleteDistributionPointResponse>, Status> {
-        Err(pending(
-            LIFECYCLE,
-            "DistributionPointService.DeleteDistributionPoint",
-        ))
+        let request = request.into_inner();
+        let (id, blobs_deleted) = self.manager.delete(required_id(&request.id)?).await?;
+        Ok(Response::new(pb::DeleteDistributionPointResponse {
+            id,
+            blobs_deleted,
+        }))
     }
 
     type WatchDistributionPointsStream = ReceiverStream<Result<pb::DistributionPointEvent, Status>>;

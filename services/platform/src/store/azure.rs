@@ -85,6 +85,9 @@ fn map_error(context: &str, error: object_store::Error) -> StoreError {
         {
             StoreError::Denied(message)
         }
+        _ if message.contains("ContainerNotFound") || message.contains("404 Not Found") => {
+            StoreError::NotFound(message)
+        }
         _ => StoreError::Unavailable(message),
     }
 }
