@@ -364,3 +364,117 @@ async fn an_interrupted_delete_finishes_after_a_restart() {
         manager.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_update_only_the_editable_fields() {
+    let azurite = Azurite::start().await.unwrap();
+    let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
+    let endpoint = azurite.blob_endpoint();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            "props-cdp",
+            "--subscription",
+            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
+            "--region",
+            "northeurope",
+            "--account",
+            ACCOUNT,
+            "--blob-endpoint",
+            &endpoint,
+            "--emulator",
+        ],
+    );
+    let set = ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "set",
+            "props-cdp",
+            "--storage-threshold-gb",
+            "500",
+            "--transfer-warning-percent",
+            "40",
+            "--stop-on-transfer-critical",
+            "true",
+        ],
+    );
+    assert_eq!(set["thresholds"]["storage_alert_gb"], 500);
+    assert_eq!(set["thresholds"]["transfer_warning_percent"], 40);
+    assert_eq!(
+        set["thresholds"]["transfer_alert_gb"], 10000,
+        "untouched fields stay"
+    );
+
+    // The monitoring service sees the new thresholds through the watch stream.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let followed = MonitoringServiceClient::new(monitoring.channel())
+            .list_followed_distribution_points(ListFollowedDistributionPointsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let thresholds = followed
+            .distribution_points
+            .first()
+            .and_then(|dp| dp.thresholds);
+        if thresholds.is_some_and(|thresholds| {
+            thresholds.storage_alert_gb == 500 && thresholds.stop_service_on_transfer_critical
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "monitoring never saw the new thresholds: {followed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let inverted = run(
+        &manager,
+        &monitoring,
+        &["dp", "set", "props-cdp", "--transfer-warning-percent", "95"],
+    );
+    assert_eq!(inverted.code, 1, "{inverted:?}");
+    assert!(
+        inverted.stderr.contains("InvalidArgument") && inverted.stderr.contains("above warning"),
+        "{inverted:?}"
+    );
+    let zero = run(
+        &manager,
+        &monitoring,
+        &["dp", "set", "props-cdp", "--storage-threshold-gb", "0"],
+    );
+    assert!(zero.stderr.contains("InvalidArgument"), "{zero:?}");
+
+    let read_only = clouddp_e2e::grpcurl::run([
+        "-plaintext",
+        "-d",
+        r#"{"id":"props-cdp","distribution_point":{"cloud":{"region":"westus"}},"update_mask":{"paths":["cloud.region"]}}"#,
+        &manager.addr().to_string(),
+        "clouddp.v1.DistributionPointService/UpdateDistributionPoint",
+    ])
+    .unwrap();
+    assert!(!read_only.success);
+    assert!(
+        read_only.stderr.contains("FailedPrecondition")
+            && read_only
+                .stderr
+                .contains("install a new distribution point"),
+        "{}",
+        read_only.stderr
+    );
+
+    let after = ok(&manager, &monitoring, &["dp", "show", "props-cdp"]);
+    assert_eq!(
+        after["cloud"]["region"], "northeurope",
+        "refused changes changed nothing"
+    );
+    assert_eq!(after["thresholds"]["transfer_warning_percent"], 40);
+    assert_eq!(after["thresholds"]["storage_alert_gb"], 500);
+}

@@ -100,6 +100,48 @@ pub enum DpCommand {
         #[arg(long, value_enum)]
         kind: Option<ListKind>,
     },
+    /// Change a distribution point's editable properties: thresholds, alert toggles, instances (cloud), address
+    /// and boundary groups (on-premises). Subscription, service name and region are read-only.
+    Set {
+        /// Its id or name.
+        id: String,
+        /// Storage alert threshold, GB.
+        #[arg(long)]
+        storage_threshold_gb: Option<u64>,
+        /// Storage warning level, percent of the threshold.
+        #[arg(long)]
+        storage_warning_percent: Option<u32>,
+        /// Storage critical level, percent of the threshold.
+        #[arg(long)]
+        storage_critical_percent: Option<u32>,
+        /// Transfer alert threshold over 30 days, GB.
+        #[arg(long)]
+        transfer_threshold_gb: Option<u64>,
+        /// Transfer warning level, percent of the threshold.
+        #[arg(long)]
+        transfer_warning_percent: Option<u32>,
+        /// Transfer critical level, percent of the threshold.
+        #[arg(long)]
+        transfer_critical_percent: Option<u32>,
+        /// Raise storage alerts.
+        #[arg(long)]
+        storage_alerts: Option<bool>,
+        /// Raise transfer alerts.
+        #[arg(long)]
+        transfer_alerts: Option<bool>,
+        /// Stop the service when the transfer critical level is crossed (off by default).
+        #[arg(long)]
+        stop_on_transfer_critical: Option<bool>,
+        /// Content endpoint instances (cloud DPs), 1 to 16.
+        #[arg(long)]
+        instances: Option<u32>,
+        /// HTTPS base URL clients download from (on-premises DPs).
+        #[arg(long)]
+        address: Option<String>,
+        /// Boundary groups (on-premises DPs); repeat for several; replaces the current list.
+        #[arg(long = "boundary-group", value_name = "NAME")]
+        boundary_groups: Option<Vec<String>>,
+    },
     /// Start a distribution point's service: clients may download from it again.
     Start {
         /// Its id or name.
@@ -369,6 +411,72 @@ pub async fn run(
             } else {
                 print_one(&dp, output);
             }
+        }
+        DpCommand::Set {
+            id,
+            storage_threshold_gb,
+            storage_warning_percent,
+            storage_critical_percent,
+            transfer_threshold_gb,
+            transfer_warning_percent,
+            transfer_critical_percent,
+            storage_alerts,
+            transfer_alerts,
+            stop_on_transfer_critical,
+            instances,
+            address,
+            boundary_groups,
+        } => {
+            let mut paths = Vec::new();
+            let mut thresholds = pb::Thresholds::default();
+            macro_rules! set_threshold {
+                ($value:expr, $field:ident) => {
+                    if let Some(value) = $value {
+                        thresholds.$field = value;
+                        paths.push(concat!("thresholds.", stringify!($field)).to_owned());
+                    }
+                };
+            }
+            set_threshold!(storage_threshold_gb, storage_alert_gb);
+            set_threshold!(storage_warning_percent, storage_warning_percent);
+            set_threshold!(storage_critical_percent, storage_critical_percent);
+            set_threshold!(transfer_threshold_gb, transfer_alert_gb);
+            set_threshold!(transfer_warning_percent, transfer_warning_percent);
+            set_threshold!(transfer_critical_percent, transfer_critical_percent);
+            set_threshold!(storage_alerts, storage_alerts_enabled);
+            set_threshold!(transfer_alerts, transfer_alerts_enabled);
+            set_threshold!(stop_on_transfer_critical, stop_service_on_transfer_critical);
+            if instances.is_some() {
+                paths.push("cloud.instances".to_owned());
+            }
+            if address.is_some() {
+                paths.push("address".to_owned());
+            }
+            if boundary_groups.is_some() {
+                paths.push("boundary_groups".to_owned());
+            }
+            if paths.is_empty() {
+                return Err(CliError::Local("nothing to change: give at least one property flag (see clouddp dp set --help)".to_owned()));
+            }
+            let dp = client
+                .update_distribution_point(pb::UpdateDistributionPointRequest {
+                    id,
+                    distribution_point: Some(pb::DistributionPoint {
+                        thresholds: Some(thresholds),
+                        cloud: instances.map(|instances| pb::CloudProperties {
+                            instances,
+                            ..Default::default()
+                        }),
+                        address: address.unwrap_or_default(),
+                        boundary_groups: boundary_groups.unwrap_or_default(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            print_one(&dp, output);
         }
         DpCommand::Start { id } => {
             let dp = client

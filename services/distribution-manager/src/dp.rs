@@ -105,6 +105,19 @@ impl From<CloudCredential> for AzureCredential {
     }
 }
 
+/// The editable properties an update changes; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DpUpdate {
+    /// New thresholds (already merged with the current ones and validated).
+    pub thresholds: Option<Thresholds>,
+    /// New instance count (cloud DPs).
+    pub instances: Option<u32>,
+    /// New boundary groups (on-premises DPs).
+    pub boundary_groups: Option<Vec<String>>,
+    /// New client address (on-premises DPs).
+    pub address: Option<String>,
+}
+
 /// A validated request to install a cloud DP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCloudDp {
@@ -451,6 +464,58 @@ impl DistributionManager {
         self.publish(DpChangeKind::Deleted, dp, now_ms());
         tracing::info!(dp.id = %dp.id, dp.name = %dp.name, objects = objects.len(), "distribution point deleted");
         Ok((dp.id.clone(), objects.len() as u64))
+    }
+
+    /// Changes editable properties; the rest stay. One revision, one event.
+    pub async fn update(&self, id_or_name: &str, update: DpUpdate) -> DmResult<DpRecord> {
+        let dp = self.get(id_or_name).await?;
+        if update.instances.is_some() && dp.kind != DpKind::Cloud {
+            return Err(DmError::Precondition(format!(
+                "{} is an on-premises distribution point: instances apply to cloud distribution points only",
+                dp.name
+            )));
+        }
+        if (update.address.is_some() || update.boundary_groups.is_some())
+            && dp.kind == DpKind::Cloud
+        {
+            return Err(DmError::Precondition(format!(
+                "{} is a cloud distribution point: its address is its service FQDN and it has no boundary groups",
+                dp.name
+            )));
+        }
+        let thresholds = update.thresholds.unwrap_or(dp.thresholds);
+        let instances = match update.instances {
+            Some(instances) => Some(validate::instances(instances)?),
+            None => dp.cloud.as_ref().map(|cloud| cloud.instances),
+        };
+        let boundary_groups = update
+            .boundary_groups
+            .unwrap_or_else(|| dp.boundary_groups.clone());
+        let address = match update.address {
+            Some(address) => validate::https_url("address", &address)?,
+            None => dp.address.clone(),
+        };
+        let now = now_ms();
+        let mut transaction = self.pool.begin().await?;
+        let revision = next_revision(&mut transaction).await?;
+        sqlx::query(
+            "UPDATE distribution_points SET thresholds = ?2, instances = ?3, boundary_groups = ?4, address = ?5, \
+             update_time_ms = ?6, revision = ?7 WHERE id = ?1",
+        )
+        .bind(&dp.id)
+        .bind(serde_json::to_string(&thresholds).map_err(|error| DmError::Internal(error.to_string()))?)
+        .bind(instances.map(i64::from))
+        .bind(serde_json::to_string(&boundary_groups).map_err(|error| DmError::Internal(error.to_string()))?)
+        .bind(&address)
+        .bind(now)
+        .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        let record = self.get(&dp.id).await?;
+        self.publish(DpChangeKind::Upserted, &record, now);
+        tracing::info!(dp.id = %record.id, dp.name = %record.name, revision, "distribution point properties updated");
+        Ok(record)
     }
 
     /// Sets the instance count of a cloud DP's content endpoint (1 to 16).

@@ -1,9 +1,8 @@
-//! `DistributionPointService`: register, get, list and watch are served; the cloud lifecycle RPCs are pending.
+//! `DistributionPointService`: install, register, get, list, update, start/stop, scale, delete and watch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use clouddp_platform::grpc::pending;
 use clouddp_proto::convert::{dp_kind, timestamp_from_ms as timestamp};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::distribution_point_service_server::DistributionPointService;
@@ -14,13 +13,11 @@ use tonic::{Request, Response, Status};
 
 use crate::dp::{
     CloudCredential, CloudProps, DistributionManager, DpChange, DpChangeKind, DpRecord, DpStore,
-    NewCloudDp, NewOnPremDp,
+    DpUpdate, NewCloudDp, NewOnPremDp,
 };
 use crate::error::DmError;
 use clouddp_core::dp::Thresholds;
 use clouddp_core::validate;
-
-const LIFECYCLE: &str = "cloud DP lifecycle";
 
 /// Messages a watch stream may buffer before the sender waits for the client.
 const WATCH_STREAM_BUFFER: usize = 64;
@@ -87,6 +84,121 @@ impl From<&DpRecord> for pb::DistributionPoint {
             group_ids: Vec::new(),
         }
     }
+}
+
+/// Turns an update request and its field mask into the changes to make. Read-only paths are refused with
+/// FAILED_PRECONDITION (they need a new DP), unknown ones with INVALID_ARGUMENT.
+fn update_from_mask(
+    current: &DpRecord,
+    request: &pb::UpdateDistributionPointRequest,
+) -> Result<DpUpdate, DmError> {
+    let paths = request
+        .update_mask
+        .as_ref()
+        .map(|mask| mask.paths.clone())
+        .unwrap_or_default();
+    if paths.is_empty() {
+        return Err(validate::ValidationError::new(
+            "update_mask",
+            "name the fields to change, for example thresholds.storage_alert_gb",
+        )
+        .into());
+    }
+    let given = request.distribution_point.clone().unwrap_or_default();
+    let wire = given.thresholds.unwrap_or_default();
+    let mut thresholds = current.thresholds;
+    let mut update = DpUpdate::default();
+    let mut thresholds_changed = false;
+    for path in &paths {
+        match path.as_str() {
+            "thresholds" => {
+                thresholds = Thresholds::try_from(&wire)?;
+                thresholds_changed = true;
+            }
+            "thresholds.storage_alert_gb" => thresholds.storage_alert_gb = wire.storage_alert_gb,
+            "thresholds.storage_warning_percent" => {
+                thresholds.storage_warning_percent = wire.storage_warning_percent
+            }
+            "thresholds.storage_critical_percent" => {
+                thresholds.storage_critical_percent = wire.storage_critical_percent
+            }
+            "thresholds.transfer_alert_gb" => thresholds.transfer_alert_gb = wire.transfer_alert_gb,
+            "thresholds.transfer_warning_percent" => {
+                thresholds.transfer_warning_percent = wire.transfer_warning_percent
+            }
+            "thresholds.transfer_critical_percent" => {
+                thresholds.transfer_critical_percent = wire.transfer_critical_percent
+            }
+            "thresholds.storage_alerts_enabled" => {
+                thresholds.storage_alerts_enabled = wire.storage_alerts_enabled
+            }
+            "thresholds.transfer_alerts_enabled" => {
+                thresholds.transfer_alerts_enabled = wire.transfer_alerts_enabled
+            }
+            "thresholds.stop_service_on_transfer_critical" => {
+                thresholds.stop_service_on_transfer_critical =
+                    wire.stop_service_on_transfer_critical;
+            }
+            "cloud.instances" => {
+                update.instances = Some(
+                    given
+                        .cloud
+                        .as_ref()
+                        .map(|cloud| cloud.instances)
+                        .unwrap_or_default(),
+                );
+            }
+            "boundary_groups" => {
+                let mut groups = Vec::new();
+                for group in &given.boundary_groups {
+                    groups.push(validate::display_name("boundary_groups", group)?);
+                }
+                update.boundary_groups = Some(groups);
+            }
+            "address" => update.address = Some(given.address.clone()),
+            "cloud.subscription_id"
+            | "cloud.service_name"
+            | "cloud.region"
+            | "cloud.service_fqdn"
+            | "kind"
+            | "id"
+            | "site_code"
+            | "store"
+            | "pull_distribution_point" => {
+                return Err(DmError::Precondition(format!(
+                    "{path} of {} is read-only: install a new distribution point to change it",
+                    current.name
+                )));
+            }
+            "state" | "state_reason" => {
+                return Err(DmError::Precondition(
+                    "the state changes through StartService and StopService, not through an update"
+                        .to_owned(),
+                ));
+            }
+            "certificates" => {
+                return Err(DmError::Precondition(
+                    "certificates change through CertificateService.ImportServiceCertificate"
+                        .to_owned(),
+                ));
+            }
+            other => {
+                return Err(validate::ValidationError::new(
+                    "update_mask",
+                    format!("{other:?} is not a field that can be updated"),
+                )
+                .into());
+            }
+        }
+        if path.starts_with("thresholds") {
+            thresholds_changed = true;
+        }
+    }
+    if thresholds_changed {
+        thresholds.validate()?;
+        update.thresholds = Some(thresholds);
+    }
+    Ok(update)
 }
 
 /// The trimmed DP id or name of a request, or INVALID_ARGUMENT.
@@ -286,12 +398,13 @@ impl DistributionPointService for DistributionPointGrpc {
 
     async fn update_distribution_point(
         &self,
-        _request: Request<pb::UpdateDistributionPointRequest>,
+        request: Request<pb::UpdateDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
-        Err(pending(
-            LIFECYCLE,
-            "DistributionPointService.UpdateDistributionPoint",
-        ))
+        let request = request.into_inner();
+        let current = self.manager.get(required_id(&request.id)?).await?;
+        let update = update_from_mask(&current, &request)?;
+        let record = self.manager.update(&current.id, update).await?;
+        Ok(Response::new((&record).into()))
     }
 
     async fn start_service(
