@@ -43,3 +43,43 @@ pub fn run(dm_url: &str, monitoring_url: &str, args: &[&str]) -> anyhow::Result<
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
 }
+
+/// The subscription id the tests install cloud DPs under.
+pub const TEST_SUBSCRIPTION: &str = "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6";
+
+/// Installs a cloud DP `service_name` in `northeurope` on `azurite`'s development account through the console,
+/// and returns the DP as JSON; fails unless the install succeeds.
+pub fn install_cloud_dp(
+    dm_url: &str,
+    monitoring_url: &str,
+    azurite: &crate::azurite::Azurite,
+    service_name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let endpoint = azurite.blob_endpoint();
+    let output = run(
+        dm_url,
+        monitoring_url,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            service_name,
+            "--subscription",
+            TEST_SUBSCRIPTION,
+            "--region",
+            "northeurope",
+            "--account",
+            crate::azurite::ACCOUNT,
+            "--blob-endpoint",
+            &endpoint,
+            "--emulator",
+            "-o",
+            "json",
+        ],
+    )?;
+    anyhow::ensure!(
+        output.code == 0,
+        "installing {service_name} failed: {output:?}"
+    );
+    output.json()
+}

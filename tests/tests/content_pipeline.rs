@@ -29,24 +29,7 @@ fn ok(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
 }
 
 fn install_cloud_dp(manager: &ServiceProcess, azurite: &Azurite, service_name: &str) {
-    ok(
-        manager,
-        &[
-            "dp",
-            "install",
-            "--service-name",
-            service_name,
-            "--subscription",
-            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
-            "--region",
-            "westeurope",
-            "--account",
-            ACCOUNT,
-            "--blob-endpoint",
-            &azurite.blob_endpoint(),
-            "--emulator",
-        ],
-    );
+    console::install_cloud_dp(&manager.url(), "http://127.0.0.1:9", azurite, service_name).unwrap();
 }
 
 fn cloud_store(azurite: &Azurite, container: &str) -> AzureStore {

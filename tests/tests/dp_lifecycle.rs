@@ -50,25 +50,8 @@ async fn stop_start_and_scale_a_cloud_dp() {
     let azurite = Azurite::start().await.unwrap();
     let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
     let endpoint = azurite.blob_endpoint();
-    let installed = ok(
-        &manager,
-        &monitoring,
-        &[
-            "dp",
-            "install",
-            "--service-name",
-            "life-cdp",
-            "--subscription",
-            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
-            "--region",
-            "northeurope",
-            "--account",
-            ACCOUNT,
-            "--blob-endpoint",
-            &endpoint,
-            "--emulator",
-        ],
-    );
+    let installed =
+        console::install_cloud_dp(&manager.url(), &monitoring.url(), &azurite, "life-cdp").unwrap();
     assert_eq!(installed["state"], "ready");
     assert_eq!(
         installed["cloud"]["instances"], 2,
@@ -312,26 +295,7 @@ async fn groups_are_renamed_and_deleted_without_touching_their_members() {
 async fn an_interrupted_delete_finishes_after_a_restart() {
     let mut azurite = Azurite::start().await.unwrap();
     let (mut manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
-    let endpoint = azurite.blob_endpoint();
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "dp",
-            "install",
-            "--service-name",
-            "gone-cdp",
-            "--subscription",
-            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
-            "--region",
-            "northeurope",
-            "--account",
-            ACCOUNT,
-            "--blob-endpoint",
-            &endpoint,
-            "--emulator",
-        ],
-    );
+    console::install_cloud_dp(&manager.url(), &monitoring.url(), &azurite, "gone-cdp").unwrap();
     // The store is down: the delete is recorded, cannot finish, and says so.
     azurite.stop();
     let failed = run(
@@ -369,26 +333,7 @@ async fn an_interrupted_delete_finishes_after_a_restart() {
 async fn properties_update_only_the_editable_fields() {
     let azurite = Azurite::start().await.unwrap();
     let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
-    let endpoint = azurite.blob_endpoint();
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "dp",
-            "install",
-            "--service-name",
-            "props-cdp",
-            "--subscription",
-            "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6",
-            "--region",
-            "northeurope",
-            "--account",
-            ACCOUNT,
-            "--blob-endpoint",
-            &endpoint,
-            "--emulator",
-        ],
-    );
+    console::install_cloud_dp(&manager.url(), &monitoring.url(), &azurite, "props-cdp").unwrap();
     let set = ok(
         &manager,
         &monitoring,

@@ -520,29 +520,11 @@ impl DistributionManager {
 
     /// Sets the instance count of a cloud DP's content endpoint (1 to 16).
     pub async fn scale(&self, id_or_name: &str, instances: u32) -> DmResult<DpRecord> {
-        let instances = validate::instances(instances)?;
-        let dp = self.get(id_or_name).await?;
-        if dp.kind != DpKind::Cloud {
-            return Err(DmError::Precondition(format!(
-                "{} is an on-premises distribution point: instances apply to cloud distribution points only",
-                dp.name
-            )));
-        }
-        let now = now_ms();
-        let mut transaction = self.pool.begin().await?;
-        let revision = next_revision(&mut transaction).await?;
-        sqlx::query("UPDATE distribution_points SET instances = ?2, update_time_ms = ?3, revision = ?4 WHERE id = ?1")
-            .bind(&dp.id)
-            .bind(i64::from(instances))
-            .bind(now)
-            .bind(i64::try_from(revision).unwrap_or(i64::MAX))
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        let record = self.get(&dp.id).await?;
-        self.publish(DpChangeKind::Upserted, &record, now);
-        tracing::info!(dp.id = %record.id, dp.name = %record.name, instances, "distribution point scaled");
-        Ok(record)
+        let update = DpUpdate {
+            instances: Some(instances),
+            ..DpUpdate::default()
+        };
+        self.update(id_or_name, update).await
     }
 
     /// Sets a DP's state and reason, bumping its revision and telling watchers.
