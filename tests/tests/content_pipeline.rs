@@ -28,6 +28,31 @@ fn ok(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
     output
 }
 
+/// Polls `clouddp content status CONTENT [--dp DP]` until the first job succeeds; fails on a failed job or
+/// after `timeout`.
+async fn wait_for_success(
+    manager: &ServiceProcess,
+    content_id: &str,
+    dp: Option<&str>,
+    timeout: Duration,
+    what: &str,
+) {
+    let mut args = vec!["content", "status", content_id, "-o", "json"];
+    if let Some(dp) = dp {
+        args.extend(["--dp", dp]);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = ok(manager, &args).json().unwrap();
+        if status[0]["state"] == "success" {
+            return;
+        }
+        assert_ne!(status[0]["state"], "failed", "{what}: {status}");
+        assert!(Instant::now() < deadline, "{what}: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn install_cloud_dp(manager: &ServiceProcess, azurite: &Azurite, service_name: &str) {
     console::install_cloud_dp(&manager.url(), "http://127.0.0.1:9", azurite, service_name).unwrap();
 }
@@ -220,31 +245,14 @@ async fn multi_file_content_reaches_cloud_and_folder_dps_through_a_group_sealed(
         ],
     );
     ok(&manager, &["group", "add", "everywhere", "--dp", "late-1"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = ok(
-            &manager,
-            &[
-                "content",
-                "status",
-                &content_id,
-                "--dp",
-                "late-1",
-                "-o",
-                "json",
-            ],
-        )
-        .json()
-        .unwrap();
-        if status[0]["state"] == "success" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "late member never got the content: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_success(
+        &manager,
+        &content_id,
+        Some("late-1"),
+        Duration::from_secs(60),
+        "late member never got the content",
+    )
+    .await;
 
     // Removing deletes the object from the DP's store.
     ok(
@@ -342,21 +350,14 @@ async fn kill_9_mid_distribution_resumes_without_re_uploading_staged_parts() {
     );
 
     manager.restart().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = ok(&manager, &["content", "status", &content_id, "-o", "json"])
-            .json()
-            .unwrap();
-        if status[0]["state"] == "success" {
-            break;
-        }
-        assert_ne!(status[0]["state"], "failed", "{status}");
-        assert!(
-            Instant::now() < deadline,
-            "the distribution did not finish after the restart: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_success(
+        &manager,
+        &content_id,
+        None,
+        Duration::from_secs(120),
+        "the distribution did not finish after the restart",
+    )
+    .await;
     assert!(
         manager.log().contains("resuming distribution"),
         "{}",
@@ -608,18 +609,14 @@ async fn a_store_outage_is_retried_with_backoff_until_the_store_is_back() {
     );
 
     azurite.restart().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = ok(&manager, &["content", "status", &content_id, "-o", "json"])
-            .json()
-            .unwrap();
-        if status[0]["state"] == "success" {
-            break;
-        }
-        assert_ne!(status[0]["state"], "failed", "{status}");
-        assert!(Instant::now() < deadline, "never recovered: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_success(
+        &manager,
+        &content_id,
+        None,
+        Duration::from_secs(60),
+        "never recovered",
+    )
+    .await;
     let report = ok(
         &manager,
         &[

@@ -373,7 +373,7 @@ impl Distributor {
                 )));
             }
             let dp = self.manager.get(&dp_id).await?;
-            let job = self.job(&content.id, &dp.id).await.map_err(|_| {
+            self.job(&content.id, &dp.id).await.map_err(|_| {
                 DmError::Precondition(format!(
                     "{} was never distributed to {}; distribute it first",
                     content.name, dp.name
@@ -402,7 +402,6 @@ impl Distributor {
             .execute(&mut *transaction)
             .await?;
             transaction.commit().await?;
-            drop(job);
             let job = self.job(&content.id, &dp.id).await?;
             let _ = self.events.send(job.clone());
             jobs.push(job);

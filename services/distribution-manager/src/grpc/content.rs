@@ -282,7 +282,7 @@ impl ContentService for ContentGrpc {
     ) -> Result<Response<Self::WatchDistributionsStream>, Status> {
         let request = request.into_inner();
         let content_filter = match optional(&request.content_id) {
-            Some(reference) => Some(content::get(self.manager.pool(), reference).await?.id),
+            Some(reference) => Some(content::resolve_id(self.manager.pool(), reference).await?),
             None => None,
         };
         let mut dp_filter = Vec::new();
