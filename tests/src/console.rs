@@ -44,6 +44,14 @@ pub fn run(dm_url: &str, monitoring_url: &str, args: &[&str]) -> anyhow::Result<
     })
 }
 
+/// Where `install_cloud_dp` keeps the self-signed certificates it makes (one pair per service name).
+pub fn dev_certificates_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "clouddp-e2e-dev-certificates-{}",
+        std::process::id()
+    ))
+}
+
 /// The subscription id the tests install cloud DPs under.
 pub const TEST_SUBSCRIPTION: &str = "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6";
 
@@ -73,6 +81,8 @@ pub fn install_cloud_dp(
             "--blob-endpoint",
             &endpoint,
             "--emulator",
+            "--dev-certificates",
+            &dev_certificates_dir().to_string_lossy(),
             "-o",
             "json",
         ],

@@ -549,6 +549,8 @@ async fn the_five_rules_refuse_cloud_dps_before_any_byte_moves() {
             "--emulator",
             "--blob-endpoint",
             &azurite.blob_endpoint(),
+            "--dev-certificates",
+            &clouddp_e2e::console::dev_certificates_dir().to_string_lossy(),
         ],
     );
     assert_eq!(pull.code, 0, "an ordinary install works: {pull:?}");

@@ -231,6 +231,8 @@ async fn stop_start_and_scale_a_cloud_dp() {
             "--emulator",
             "--blob-endpoint",
             &endpoint,
+            "--dev-certificates",
+            &console::dev_certificates_dir().to_string_lossy(),
         ],
     );
     assert_eq!(bad_name.code, 1);

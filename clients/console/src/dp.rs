@@ -93,6 +93,8 @@ pub enum DpCommand {
         /// Transfer alert threshold in GB over 30 days.
         #[arg(long, default_value_t = 10000)]
         transfer_threshold_gb: u64,
+        #[command(flatten)]
+        certificates: crate::cert::InstallCertificates,
     },
     /// List distribution points.
     List {
@@ -262,6 +264,7 @@ pub fn dp_json(dp: &pb::DistributionPoint) -> serde_json::Value {
             "transfer_warning_percent": thresholds.transfer_warning_percent,
             "transfer_critical_percent": thresholds.transfer_critical_percent,
         },
+        "certificates": dp.certificates.iter().map(crate::cert::cert_json).collect::<Vec<_>>(),
         "content_count": dp.content_count,
         "content_bytes": dp.content_bytes,
         "create_time": time_text(dp.create_time.as_ref()),
@@ -356,8 +359,11 @@ pub async fn run(
             instances,
             storage_threshold_gb,
             transfer_threshold_gb,
+            certificates,
         } => {
             use pb::storage_credential::Credential;
+            let (management_certificate, service_certificate) =
+                certificates.sources(&service_name)?;
             let credential = match (account_key, sas_token) {
                 (Some(key), _) => Credential::AccountKey(key),
                 (None, Some(token)) => Credential::SasToken(token),
@@ -394,8 +400,8 @@ pub async fn run(
                         transfer_alert_gb: transfer_threshold_gb,
                         ..Default::default()
                     }),
-                    management_certificate: None,
-                    service_certificate: None,
+                    management_certificate: Some(management_certificate),
+                    service_certificate: Some(service_certificate),
                     pull_distribution_point: false,
                 })
                 .await

@@ -1,6 +1,7 @@
 //! `clouddp`: the admin command line of clouddp, over the clouddp.v1 gRPC API.
 #![forbid(unsafe_code)]
 
+mod cert;
 mod connect;
 mod content;
 mod dp;
@@ -48,6 +49,9 @@ enum Command {
     /// Manage distribution point groups.
     #[command(subcommand)]
     Group(content::GroupCommand),
+    /// Import, show and export management and service certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -58,6 +62,7 @@ async fn main() -> ExitCode {
         Command::Dp(command) => dp::run(command, &cli.endpoints, cli.output).await,
         Command::Content(command) => content::run(command, &cli.endpoints, cli.output).await,
         Command::Group(command) => content::run_group(command, &cli.endpoints, cli.output).await,
+        Command::Cert(command) => cert::run(command, &cli.endpoints, cli.output).await,
     };
     match outcome {
         Ok(code) => code,

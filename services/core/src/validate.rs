@@ -56,6 +56,21 @@ pub fn display_name(field: &'static str, value: &str) -> ValidationResult<String
     Ok(trimmed.to_owned())
 }
 
+/// A free-text name (client settings, deployments): 1 to 128 printable characters, trimmed.
+pub fn display_name_free(field: &'static str, value: &str) -> ValidationResult<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(field, "is required"));
+    }
+    if trimmed.chars().count() > 128 || trimmed.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "use 1 to 128 printable characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// A site code: exactly three ASCII letters or digits, kept uppercase.
 pub fn site_code(value: &str) -> ValidationResult<String> {
     let trimmed = value.trim();

@@ -7,6 +7,7 @@ use clouddp_platform::clock::now_ms;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
+use crate::certs::{CertInfo, CertKind, CertificateStore, ParsedCertificate, matches_device};
 use crate::error::{DmError, DmResult};
 use crate::keys::SiteKey;
 use clouddp_platform::store::{
@@ -78,6 +79,10 @@ pub struct DpRecord {
     pub update_time_ms: i64,
     /// Site-wide revision of its last change.
     pub revision: u64,
+    /// The management certificate (cloud DPs).
+    pub management_certificate_id: Option<String>,
+    /// The service certificate (cloud DPs).
+    pub service_certificate_id: Option<String>,
 }
 
 /// A storage credential as sealed in the database.
@@ -119,7 +124,7 @@ pub struct DpUpdate {
 }
 
 /// A validated request to install a cloud DP.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NewCloudDp {
     /// Display name.
     pub name: String,
@@ -137,6 +142,19 @@ pub struct NewCloudDp {
     pub credential: CloudCredential,
     /// Thresholds.
     pub thresholds: Thresholds,
+    /// The management certificate.
+    pub management_certificate: CertChoice,
+    /// The service certificate; its CN is the service FQDN.
+    pub service_certificate: CertChoice,
+}
+
+/// A certificate named in a request: one imported already, or a new one parsed and checked.
+#[derive(Debug, Clone)]
+pub enum CertChoice {
+    /// An imported certificate's id or thumbprint.
+    Existing(String),
+    /// A new certificate.
+    New(ParsedCertificate),
 }
 
 /// A validated request to register an on-premises or internet-facing DP.
@@ -226,6 +244,7 @@ pub struct DistributionManager {
     pool: SqlitePool,
     site_code: String,
     site_key: Arc<SiteKey>,
+    certificates: CertificateStore,
     changes: broadcast::Sender<DpChange>,
 }
 
@@ -234,6 +253,7 @@ impl DistributionManager {
     pub fn new(pool: SqlitePool, site_code: String, site_key: Arc<SiteKey>) -> Self {
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         Self {
+            certificates: CertificateStore::new(pool.clone(), site_key.clone()),
             pool,
             site_code,
             site_key,
@@ -249,6 +269,16 @@ impl DistributionManager {
     /// The site key.
     pub fn site_key(&self) -> &Arc<SiteKey> {
         &self.site_key
+    }
+
+    /// The certificates.
+    pub fn certificates(&self) -> &CertificateStore {
+        &self.certificates
+    }
+
+    /// The site's code.
+    pub fn site_code(&self) -> &str {
+        &self.site_code
     }
 
     /// Installs a cloud DP: records it PROVISIONING with its credential sealed by the site key, creates its
@@ -272,6 +302,23 @@ impl DistributionManager {
             None => {
                 let now = now_ms();
                 let mut transaction = self.pool.begin().await?;
+                let management = self
+                    .resolve_certificate(
+                        &mut transaction,
+                        CertKind::Management,
+                        &request.management_certificate,
+                    )
+                    .await?;
+                let service = self
+                    .resolve_certificate(
+                        &mut transaction,
+                        CertKind::Service,
+                        &request.service_certificate,
+                    )
+                    .await?;
+                check_service_name(&mut transaction, &service, None).await?;
+                let mut cloud = request.cloud.clone();
+                cloud.service_fqdn = service.common_name.to_ascii_lowercase();
                 let revision = next_revision(&mut transaction).await?;
                 let record = DpRecord {
                     id: format!("dp-{}", uuid::Uuid::new_v4()),
@@ -283,19 +330,21 @@ impl DistributionManager {
                         .site_code
                         .clone()
                         .unwrap_or_else(|| self.site_code.clone()),
-                    address: format!("https://{}", request.cloud.service_fqdn),
+                    address: format!("https://{}", cloud.service_fqdn),
                     store: Some(DpStore::AzureBlob {
                         account: request.account.clone(),
                         container: request.container.clone(),
                         endpoint: request.endpoint.clone(),
                     }),
-                    cloud: Some(request.cloud.clone()),
+                    cloud: Some(cloud),
                     thresholds: request.thresholds,
                     boundary_groups: Vec::new(),
                     pull_distribution_point: false,
                     create_time_ms: now,
                     update_time_ms: now,
                     revision,
+                    management_certificate_id: Some(management.id),
+                    service_certificate_id: Some(service.id),
                 };
                 insert(&mut transaction, &record).await.map_err(|error| match error {
                     sqlx::Error::Database(database) if database.is_unique_violation() => DmError::AlreadyExists(format!(
@@ -333,6 +382,159 @@ impl DistributionManager {
                 })
             }
         }
+    }
+
+    /// The stored certificate a request names, inserting a new one in `transaction`; checks its kind.
+    async fn resolve_certificate(
+        &self,
+        transaction: &mut sqlx::SqliteConnection,
+        kind: CertKind,
+        choice: &CertChoice,
+    ) -> DmResult<CertInfo> {
+        match choice {
+            CertChoice::New(parsed) => {
+                let mut info = parsed.info.clone();
+                info.id = self.certificates.insert(transaction, parsed).await?;
+                Ok(info)
+            }
+            CertChoice::Existing(id) => {
+                let info = self.certificates.get(id).await?;
+                if info.kind != kind {
+                    return Err(validate::ValidationError::new(
+                        match kind {
+                            CertKind::Management => "management_certificate",
+                            CertKind::Service => "service_certificate",
+                        },
+                        format!(
+                            "certificate {} is a {} certificate, not a {} certificate",
+                            info.id,
+                            info.kind.as_str(),
+                            kind.as_str()
+                        ),
+                    )
+                    .into());
+                }
+                Ok(info)
+            }
+        }
+    }
+
+    /// Imports a management certificate, and makes it the management certificate of `dp` when given.
+    pub async fn import_management_certificate(
+        &self,
+        choice: &CertChoice,
+        dp: Option<&str>,
+    ) -> DmResult<CertInfo> {
+        let dp = match dp {
+            Some(dp) => Some(self.cloud_dp(dp).await?),
+            None => None,
+        };
+        let mut transaction = self.pool.begin().await?;
+        let info = self
+            .resolve_certificate(&mut transaction, CertKind::Management, choice)
+            .await?;
+        if let Some(dp) = &dp {
+            self.link_certificate(&mut transaction, dp, CertKind::Management, &info.id)
+                .await?;
+        }
+        transaction.commit().await?;
+        if let Some(dp) = &dp {
+            self.after_certificate_change(&dp.id).await?;
+        }
+        self.certificates.get(&info.id).await
+    }
+
+    /// Imports or replaces the service certificate of a cloud DP. A replacement keeps the DP's service FQDN as
+    /// its CN; a new one's CN must be unique among the DPs and match no registered device.
+    pub async fn import_service_certificate(
+        &self,
+        dp: &str,
+        choice: &CertChoice,
+    ) -> DmResult<CertInfo> {
+        let dp = self.cloud_dp(dp).await?;
+        let mut transaction = self.pool.begin().await?;
+        let info = self
+            .resolve_certificate(&mut transaction, CertKind::Service, choice)
+            .await?;
+        let current = dp
+            .cloud
+            .as_ref()
+            .map(|cloud| cloud.service_fqdn.clone())
+            .unwrap_or_default();
+        if !current.is_empty() && !current.eq_ignore_ascii_case(info.common_name.trim()) {
+            return Err(DmError::Precondition(format!(
+                "the new service certificate's CN {:?} differs from {}'s service FQDN {current:?}; a replacement \
+                 must keep the same CN (clients resolve the DP by it)",
+                info.common_name, dp.name
+            )));
+        }
+        check_service_name(&mut transaction, &info, Some(&dp.id)).await?;
+        self.link_certificate(&mut transaction, &dp, CertKind::Service, &info.id)
+            .await?;
+        transaction.commit().await?;
+        self.after_certificate_change(&dp.id).await?;
+        self.certificates.get(&info.id).await
+    }
+
+    async fn cloud_dp(&self, id_or_name: &str) -> DmResult<DpRecord> {
+        let dp = self.get(id_or_name).await?;
+        if dp.kind != DpKind::Cloud {
+            return Err(DmError::Precondition(format!(
+                "{} is not a cloud distribution point: only cloud DPs have management and service certificates",
+                dp.name
+            )));
+        }
+        if dp.state == DpState::Deleting {
+            return Err(DmError::Precondition(format!(
+                "{} is being deleted",
+                dp.name
+            )));
+        }
+        Ok(dp)
+    }
+
+    async fn link_certificate(
+        &self,
+        transaction: &mut sqlx::SqliteConnection,
+        dp: &DpRecord,
+        column: CertKind,
+        certificate_id: &str,
+    ) -> DmResult<()> {
+        let revision = next_revision(transaction).await?;
+        let statement = match column {
+            CertKind::Management => {
+                "UPDATE distribution_points SET management_certificate_id = ?2, update_time_ms = ?3, revision = ?4 \
+                 WHERE id = ?1"
+            }
+            CertKind::Service => {
+                "UPDATE distribution_points SET service_certificate_id = ?2, \
+                 service_fqdn = lower((SELECT common_name FROM certificates WHERE id = ?2)), \
+                 address = 'https://' || lower((SELECT common_name FROM certificates WHERE id = ?2)), \
+                 update_time_ms = ?3, revision = ?4 WHERE id = ?1"
+            }
+        };
+        sqlx::query(statement)
+            .bind(&dp.id)
+            .bind(certificate_id)
+            .bind(now_ms())
+            .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+            .execute(&mut *transaction)
+            .await?;
+        Ok(())
+    }
+
+    /// Tells watchers of a certificate change; a DP waiting for its certificates becomes ready once it has both.
+    async fn after_certificate_change(&self, dp_id: &str) -> DmResult<DpRecord> {
+        let dp = self.get(dp_id).await?;
+        if dp.state == DpState::CertificatesRequired
+            && dp.management_certificate_id.is_some()
+            && dp.service_certificate_id.is_some()
+        {
+            tracing::info!(dp.id = %dp.id, dp.name = %dp.name, "certificates imported again; the distribution point serves again");
+            return self.set_state(&dp.id, DpState::Ready, "").await;
+        }
+        self.publish(DpChangeKind::Upserted, &dp, now_ms());
+        Ok(dp)
     }
 
     /// Starts (`running`) or stops a DP's service. Stopping deletes no content and does not stop the site's
@@ -611,6 +813,8 @@ impl DistributionManager {
             create_time_ms: now,
             update_time_ms: now,
             revision,
+            management_certificate_id: None,
+            service_certificate_id: None,
         };
         insert(&mut transaction, &record)
             .await
@@ -672,6 +876,53 @@ impl DistributionManager {
     }
 }
 
+/// Refuses a service certificate whose CN is another DP's service FQDN or names a registered device.
+async fn check_service_name(
+    transaction: &mut sqlx::SqliteConnection,
+    service: &CertInfo,
+    dp_id: Option<&str>,
+) -> DmResult<()> {
+    let common_name = service.common_name.trim();
+    if common_name.is_empty() {
+        return Err(validate::ValidationError::new(
+            "service_certificate",
+            format!(
+                "the certificate {:?} has no subject CN; its CN must be the DP's service FQDN",
+                service.subject
+            ),
+        )
+        .into());
+    }
+    let taken: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM distribution_points WHERE lower(service_fqdn) = lower(?1) AND (?2 IS NULL OR id <> ?2)",
+    )
+    .bind(common_name)
+    .bind(dp_id)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    if let Some(name) = taken {
+        return Err(DmError::AlreadyExists(format!(
+            "the service certificate's CN {common_name:?} is already the service FQDN of distribution point {name}; \
+             each cloud DP needs a service certificate with its own CN"
+        )));
+    }
+    let devices: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT principal FROM client_settings_assignments WHERE principal_kind = 'device'",
+    )
+    .fetch_all(&mut *transaction)
+    .await?;
+    if let Some(device) = devices
+        .iter()
+        .find(|device| matches_device(common_name, device))
+    {
+        return Err(DmError::AlreadyExists(format!(
+            "the service certificate's CN {common_name:?} matches the registered device {device:?}; \
+             the CN must not match any device name"
+        )));
+    }
+    Ok(())
+}
+
 async fn next_revision(transaction: &mut sqlx::SqliteConnection) -> DmResult<u64> {
     let value: i64 = sqlx::query_scalar(
         "UPDATE site_counters SET value = value + 1 WHERE name = 'dp_revision' RETURNING value",
@@ -703,8 +954,9 @@ async fn insert(
     sqlx::query(
         "INSERT INTO distribution_points (id, name, kind, state, state_reason, site_code, address, folder_path, \
          azure_account, azure_container, azure_endpoint, subscription_id, service_name, region, service_fqdn, \
-         instances, thresholds, boundary_groups, pull_distribution_point, create_time_ms, update_time_ms, revision) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+         instances, thresholds, boundary_groups, pull_distribution_point, create_time_ms, update_time_ms, revision, \
+         management_certificate_id, service_certificate_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
     )
     .bind(&dp.id)
     .bind(&dp.name)
@@ -728,6 +980,8 @@ async fn insert(
     .bind(dp.create_time_ms)
     .bind(dp.update_time_ms)
     .bind(i64::try_from(dp.revision).unwrap_or(i64::MAX))
+    .bind(&dp.management_certificate_id)
+    .bind(&dp.service_certificate_id)
     .execute(&mut *transaction)
     .await?;
     Ok(())
@@ -791,5 +1045,7 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> DmResult<DpRecord> {
         update_time_ms: row.try_get("update_time_ms")?,
         revision: u64::try_from(row.try_get::<i64, _>("revision")?)
             .map_err(|_| corrupt("revision"))?,
+        management_certificate_id: row.try_get("management_certificate_id")?,
+        service_certificate_id: row.try_get("service_certificate_id")?,
     })
 }

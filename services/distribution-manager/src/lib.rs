@@ -3,6 +3,7 @@
 //! binary and the tests start it the same way.
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod config;
 pub mod content;
 pub mod distribution;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod groups;
 pub mod grpc;
 pub mod keys;
+pub mod policy;
 
 use std::sync::Arc;
 
@@ -83,8 +85,12 @@ pub async fn run(
             distributor.clone(),
             shutdown.clone(),
         )))
-        .add_service(CertificateServiceServer::new(grpc::CertificateGrpc))
-        .add_service(ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc))
+        .add_service(CertificateServiceServer::new(grpc::CertificateGrpc::new(
+            manager.clone(),
+        )))
+        .add_service(ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc::new(
+            policy::Policy::new(pool.clone()),
+        )))
         .add_service(ContentLocationServiceServer::new(grpc::ContentLocationGrpc))
         .add_service(SiteServiceServer::new(grpc::SiteGrpc));
     let result = server

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clouddp_e2e::azurite::{ACCOUNT, Azurite};
+use clouddp_e2e::azurite::Azurite;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::content_service_client::ContentServiceClient;
@@ -201,24 +201,12 @@ async fn main() -> anyhow::Result<()> {
     let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager)).await?;
     let channel = manager.channel();
     let mut dps = DistributionPointServiceClient::new(channel.clone());
-    dps.install_cloud_distribution_point(pb::InstallCloudDistributionPointRequest {
-        cloud: Some(pb::CloudProperties {
-            subscription_id: "0f4d3a1e-5b6c-4d7e-8f90-a1b2c3d4e5f6".to_owned(),
-            service_name: "bench-cdp".to_owned(),
-            region: "westeurope".to_owned(),
-            ..Default::default()
-        }),
-        store: Some(pb::AzureBlobStore {
-            account: ACCOUNT.to_owned(),
-            container: String::new(),
-            endpoint: azurite.blob_endpoint(),
-        }),
-        credential: Some(pb::StorageCredential {
-            credential: Some(pb::storage_credential::Credential::Emulator(true)),
-        }),
-        ..Default::default()
-    })
-    .await?;
+    clouddp_e2e::console::install_cloud_dp(
+        &manager.url(),
+        "http://127.0.0.1:9",
+        &azurite,
+        "bench-cdp",
+    )?;
     dps.register_distribution_point(pb::RegisterDistributionPointRequest {
         name: "bench-folder".to_owned(),
         kind: pb::DistributionPointKind::OnPremises.into(),

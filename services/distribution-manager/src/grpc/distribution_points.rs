@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::certs::CertKind;
 use crate::dp::{
     CloudCredential, CloudProps, DistributionManager, DpChange, DpChangeKind, DpRecord, DpStore,
     DpUpdate, NewCloudDp, NewOnPremDp,
@@ -33,6 +34,24 @@ impl DistributionPointGrpc {
     /// An adapter whose watch streams end when `shutdown` is cancelled.
     pub fn new(manager: Arc<DistributionManager>, shutdown: CancellationToken) -> Self {
         Self { manager, shutdown }
+    }
+}
+
+impl DistributionPointGrpc {
+    /// A DP with the public details of its certificates.
+    async fn described(&self, record: &DpRecord) -> Result<pb::DistributionPoint, DmError> {
+        let mut dp = pb::DistributionPoint::from(record);
+        if record.management_certificate_id.is_some() || record.service_certificate_id.is_some() {
+            dp.certificates = self
+                .manager
+                .certificates()
+                .list(Some(&record.id), None)
+                .await?
+                .iter()
+                .map(Into::into)
+                .collect();
+        }
+        Ok(dp)
     }
 }
 
@@ -178,7 +197,8 @@ fn update_from_mask(
             }
             "certificates" => {
                 return Err(DmError::Precondition(
-                    "certificates change through CertificateService.ImportServiceCertificate"
+                    "certificates change through `clouddp cert import --dp` (CertificateService.ImportServiceCertificate, \
+                     or ImportManagementCertificate with distribution_point_id), which checks them"
                         .to_owned(),
                 ));
             }
@@ -220,6 +240,16 @@ fn cloud_request(request: pb::InstallCloudDistributionPointRequest) -> Result<Ne
                 .to_owned(),
         ));
     }
+    let management_certificate = super::certificates::cert_choice(
+        CertKind::Management,
+        "management_certificate",
+        request.management_certificate,
+    )?;
+    let service_certificate = super::certificates::cert_choice(
+        CertKind::Service,
+        "service_certificate",
+        request.service_certificate,
+    )?;
     let cloud = request.cloud.unwrap_or_default();
     let service_name = validate::dns_label("cloud.service_name", &cloud.service_name)?;
     let store = request.store.unwrap_or_default();
@@ -321,6 +351,8 @@ fn cloud_request(request: pb::InstallCloudDistributionPointRequest) -> Result<Ne
         endpoint,
         credential,
         thresholds,
+        management_certificate,
+        service_certificate,
     })
 }
 
@@ -378,7 +410,7 @@ impl DistributionPointService for DistributionPointGrpc {
     ) -> Result<Response<pb::DistributionPoint>, Status> {
         let request = request.into_inner();
         let record = self.manager.get(required_id(&request.id)?).await?;
-        Ok(Response::new((&record).into()))
+        Ok(Response::new(self.described(&record).await?))
     }
 
     async fn list_distribution_points(
@@ -391,7 +423,13 @@ impl DistributionPointService for DistributionPointGrpc {
         let page = super::page(request.page.as_ref())?;
         let (items, next_page_token) = page.slice(&records);
         Ok(Response::new(pb::ListDistributionPointsResponse {
-            distribution_points: items.iter().map(Into::into).collect(),
+            distribution_points: {
+                let mut described = Vec::with_capacity(items.len());
+                for record in items {
+                    described.push(self.described(record).await?);
+                }
+                described
+            },
             next_page_token,
         }))
     }

@@ -1,14 +1,18 @@
 //! gRPC adapters: validate and convert at the edge, call the use-case types, convert back.
 
+mod certificates;
+mod client_policy;
 mod content;
 mod distribution_points;
 mod groups;
 mod pending;
 
+pub use certificates::CertificateGrpc;
+pub use client_policy::ClientPolicyGrpc;
 pub use content::ContentGrpc;
 pub use distribution_points::DistributionPointGrpc;
 pub use groups::DistributionPointGroupGrpc;
-pub use pending::{CertificateGrpc, ClientPolicyGrpc, ContentLocationGrpc, SiteGrpc};
+pub use pending::{ContentLocationGrpc, SiteGrpc};
 
 /// The validated page of a list request (the default page when none is given).
 pub(crate) fn page(
