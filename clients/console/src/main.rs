@@ -6,6 +6,7 @@ mod connect;
 mod content;
 mod dp;
 mod output;
+mod site;
 mod status;
 
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ enum Command {
     /// Import, show and export management and service certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Show the site, and back up or restore its configuration.
+    #[command(subcommand)]
+    Site(site::SiteCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -63,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Content(command) => content::run(command, &cli.endpoints, cli.output).await,
         Command::Group(command) => content::run_group(command, &cli.endpoints, cli.output).await,
         Command::Cert(command) => cert::run(command, &cli.endpoints, cli.output).await,
+        Command::Site(command) => site::run(command, &cli.endpoints, cli.output).await,
     };
     match outcome {
         Ok(code) => code,

@@ -276,6 +276,29 @@ impl DistributionManager {
         &self.certificates
     }
 
+    /// The content versions distributed successfully to a DP, and their sealed bytes.
+    pub async fn content_totals(&self, dp_id: &str) -> DmResult<(u64, u64)> {
+        let (count, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(bytes_total), 0) FROM distributions WHERE dp_id = ?1 AND state = 'success'",
+        )
+        .bind(dp_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            u64::try_from(count).unwrap_or(0),
+            u64::try_from(bytes).unwrap_or(0),
+        ))
+    }
+
+    /// Tells watchers about every DP again (after a restore).
+    pub async fn announce_all(&self) -> DmResult<()> {
+        let now = now_ms();
+        for dp in self.list(None).await? {
+            self.publish(DpChangeKind::Upserted, &dp, now);
+        }
+        Ok(())
+    }
+
     /// The site's code.
     pub fn site_code(&self) -> &str {
         &self.site_code

@@ -13,6 +13,7 @@ pub mod groups;
 pub mod grpc;
 pub mod keys;
 pub mod policy;
+pub mod site;
 
 use std::sync::Arc;
 
@@ -92,7 +93,9 @@ pub async fn run(
             policy::Policy::new(pool.clone()),
         )))
         .add_service(ContentLocationServiceServer::new(grpc::ContentLocationGrpc))
-        .add_service(SiteServiceServer::new(grpc::SiteGrpc));
+        .add_service(SiteServiceServer::new(grpc::SiteGrpc::new(
+            site::Site::new(manager.clone()),
+        )));
     let result = server
         .serve(listener, routes, SERVICES, shutdown.clone())
         .await;

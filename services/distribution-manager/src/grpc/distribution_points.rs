@@ -41,6 +41,9 @@ impl DistributionPointGrpc {
     /// A DP with the public details of its certificates.
     async fn described(&self, record: &DpRecord) -> Result<pb::DistributionPoint, DmError> {
         let mut dp = pb::DistributionPoint::from(record);
+        let (count, bytes) = self.manager.content_totals(&record.id).await?;
+        dp.content_count = count;
+        dp.content_bytes = bytes;
         if record.management_certificate_id.is_some() || record.service_certificate_id.is_some() {
             dp.certificates = self
                 .manager

@@ -1,12 +1,11 @@
 //! Services of the distribution manager whose capabilities later work provides: each RPC answers
 //! UNIMPLEMENTED naming its capability, so clients and grpcurl see the whole contract today.
 
-use clouddp_platform::grpc::{PendingStream, pending};
+use clouddp_platform::grpc::pending;
 use clouddp_proto::v1::*;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 const CONTENT_LOCATION: &str = "content location";
-const SITE: &str = "site backup and restore";
 
 /// `ContentLocationService`: pending.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,29 +39,5 @@ impl content_location_service_server::ContentLocationService for ContentLocation
             CONTENT_LOCATION,
             "ContentLocationService.RotateSigningKey",
         ))
-    }
-}
-
-/// `SiteService`: pending.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SiteGrpc;
-
-#[tonic::async_trait]
-impl site_service_server::SiteService for SiteGrpc {
-    async fn get_site(&self, _request: Request<GetSiteRequest>) -> Result<Response<Site>, Status> {
-        Err(pending(SITE, "SiteService.GetSite"))
-    }
-    type BackupSiteStream = PendingStream<BackupChunk>;
-    async fn backup_site(
-        &self,
-        _request: Request<BackupSiteRequest>,
-    ) -> Result<Response<Self::BackupSiteStream>, Status> {
-        Err(pending(SITE, "SiteService.BackupSite"))
-    }
-    async fn restore_site(
-        &self,
-        _request: Request<Streaming<RestoreSiteChunk>>,
-    ) -> Result<Response<RestoreSiteResponse>, Status> {
-        Err(pending(SITE, "SiteService.RestoreSite"))
     }
 }
