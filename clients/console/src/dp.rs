@@ -180,6 +180,19 @@ pub enum DpCommand {
         /// Its id or name.
         id: String,
     },
+    /// Print the Kubernetes manifests of the cloud DPs' content endpoints: one Deployment per cloud DP whose
+    /// replicas are its instance count, with its Service and PodDisruptionBudget (apply with kubectl apply -f -).
+    Manifests {
+        /// Only this DP; every cloud DP by default.
+        #[arg(long)]
+        dp: Option<String>,
+        /// The container image of clouddp.
+        #[arg(long, default_value = "clouddp:latest")]
+        image: String,
+        /// The namespace.
+        #[arg(long, default_value = "clouddp")]
+        namespace: String,
+    },
 }
 
 /// Kinds that can be registered.
@@ -537,6 +550,36 @@ pub async fn run(
                     deleted.id, deleted.blobs_deleted
                 ),
             }
+        }
+        DpCommand::Manifests { dp, image, namespace } => {
+            let dps = match dp {
+                Some(id) => vec![
+                    client
+                        .get_distribution_point(pb::GetDistributionPointRequest { id })
+                        .await
+                        .map_err(fail)?
+                        .into_inner(),
+                ],
+                None => {
+                    client
+                        .list_distribution_points(pb::ListDistributionPointsRequest {
+                            kind: pb::DistributionPointKind::Cloud.into(),
+                            page: Some(pb::PageRequest { page_size: 1000, page_token: String::new() }),
+                        })
+                        .await
+                        .map_err(fail)?
+                        .into_inner()
+                        .distribution_points
+                }
+            };
+            let documents: Vec<String> = dps
+                .iter()
+                .filter_map(|dp| dp.cloud.as_ref().map(|cloud| crate::manifests::content_endpoint(dp, cloud, &image, &namespace)))
+                .collect();
+            if documents.is_empty() {
+                return Err(CliError::Local("no cloud distribution point to render".to_owned()));
+            }
+            println!("{}", documents.join("---\n"));
         }
         DpCommand::Show { id } => {
             let dp = client

@@ -5,6 +5,7 @@ mod cert;
 mod connect;
 mod content;
 mod dp;
+mod manifests;
 mod output;
 mod site;
 mod status;
