@@ -4,8 +4,10 @@
 
 pub mod content;
 pub mod dp;
+pub mod location;
 pub mod page;
 pub mod seal;
+pub mod token;
 pub mod validate;
 
 pub use validate::{ValidationError, ValidationResult};
