@@ -86,6 +86,7 @@ pub struct ServiceProcess {
     spec: ServiceSpec,
     child: Option<Child>,
     addr: SocketAddr,
+    content_addr: SocketAddr,
     data_dir: PathBuf,
     log_path: PathBuf,
     _dir: TempDir,
@@ -104,6 +105,7 @@ impl ServiceProcess {
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("service.log"),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            content_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: None,
             spec,
             _dir: dir,
@@ -111,6 +113,7 @@ impl ServiceProcess {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
             service.addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
+            service.content_addr = SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
             match service.launch().await {
                 Ok(()) => return Ok(service),
                 Err(error) => {
@@ -145,6 +148,13 @@ impl ServiceProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if self.spec.kind == ServiceKind::DistributionManager {
+            // Every manager serves its content endpoint on its own free port.
+            command.env(
+                "CLOUDDP_DM__CONTENT_ENDPOINT__LISTEN",
+                self.content_addr.to_string(),
+            );
+        }
         for (name, value) in &self.spec.env {
             command.env(name, value);
         }
@@ -231,6 +241,11 @@ impl ServiceProcess {
             .expect("valid url")
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy()
+    }
+
+    /// The address of a distribution manager's HTTPS content endpoint.
+    pub fn content_addr(&self) -> SocketAddr {
+        self.content_addr
     }
 
     /// The data directory.

@@ -124,13 +124,21 @@ async fn stop_start_and_scale_a_cloud_dp() {
         &["dp", "scale", "life-cdp", "--instances", "4"],
     );
     assert_eq!(scaled["cloud"]["instances"], 4);
-    let manifests = run(&manager, &monitoring, &["dp", "manifests", "--dp", "life-cdp"]);
+    let manifests = run(
+        &manager,
+        &monitoring,
+        &["dp", "manifests", "--dp", "life-cdp"],
+    );
     assert_eq!(manifests.code, 0, "{manifests:?}");
     assert!(
-        manifests.stdout.contains("kind: Deployment") && manifests.stdout.contains("\n  replicas: 4\n"),
+        manifests.stdout.contains("kind: Deployment")
+            && manifests.stdout.contains("\n  replicas: 4\n"),
         "the instance count is the content endpoint's replica count: {manifests:?}"
     );
-    assert!(manifests.stdout.contains("minAvailable: 3"), "{manifests:?}");
+    assert!(
+        manifests.stdout.contains("minAvailable: 3"),
+        "{manifests:?}"
+    );
     for bad in ["0", "17"] {
         let refused = run(
             &manager,

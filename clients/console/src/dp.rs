@@ -551,7 +551,11 @@ pub async fn run(
                 ),
             }
         }
-        DpCommand::Manifests { dp, image, namespace } => {
+        DpCommand::Manifests {
+            dp,
+            image,
+            namespace,
+        } => {
             let dps = match dp {
                 Some(id) => vec![
                     client
@@ -564,7 +568,10 @@ pub async fn run(
                     client
                         .list_distribution_points(pb::ListDistributionPointsRequest {
                             kind: pb::DistributionPointKind::Cloud.into(),
-                            page: Some(pb::PageRequest { page_size: 1000, page_token: String::new() }),
+                            page: Some(pb::PageRequest {
+                                page_size: 1000,
+                                page_token: String::new(),
+                            }),
                         })
                         .await
                         .map_err(fail)?
@@ -574,10 +581,16 @@ pub async fn run(
             };
             let documents: Vec<String> = dps
                 .iter()
-                .filter_map(|dp| dp.cloud.as_ref().map(|cloud| crate::manifests::content_endpoint(dp, cloud, &image, &namespace)))
+                .filter_map(|dp| {
+                    dp.cloud.as_ref().map(|cloud| {
+                        crate::manifests::content_endpoint(dp, cloud, &image, &namespace)
+                    })
+                })
                 .collect();
             if documents.is_empty() {
-                return Err(CliError::Local("no cloud distribution point to render".to_owned()));
+                return Err(CliError::Local(
+                    "no cloud distribution point to render".to_owned(),
+                ));
             }
             println!("{}", documents.join("---\n"));
         }

@@ -4,11 +4,16 @@
 use clouddp_proto::v1 as pb;
 
 /// The Deployment, Service and PodDisruptionBudget of one cloud DP's content endpoint, as YAML.
-pub fn content_endpoint(dp: &pb::DistributionPoint, cloud: &pb::CloudProperties, image: &str, namespace: &str) -> String {
+pub fn content_endpoint(
+    dp: &pb::DistributionPoint,
+    cloud: &pb::CloudProperties,
+    image: &str,
+    namespace: &str,
+) -> String {
     let name = format!("content-endpoint-{}", cloud.service_name);
     let instances = cloud.instances.max(1);
     // Keep at least one instance serving during voluntary disruptions when there are several.
-    let min_available = if instances > 1 { instances - 1 } else { 0 };
+    let min_available = instances.saturating_sub(1);
     format!(
         "# Content endpoint of cloud distribution point {dp_name} ({dp_id}); service FQDN {fqdn}.
 # replicas = the DP's instance count ({instances}); change it with `clouddp dp scale {dp_name} N` and re-apply.

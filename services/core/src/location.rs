@@ -102,13 +102,19 @@ pub fn locate(
         .map(|(index, candidate)| {
             let mut reasons = Vec::new();
             let tier = first_pass(request, candidate, &mut reasons);
-            Decision { index, tier, reasons }
+            Decision {
+                index,
+                tier,
+                reasons,
+            }
         })
         .collect();
 
     // An internet client offered an internet-facing DP never falls back to a cloud DP.
     let internet_offered = request.network == Network::Internet
-        && decisions.iter().any(|decision| decision.tier == Some(Tier::Internet));
+        && decisions
+            .iter()
+            .any(|decision| decision.tier == Some(Tier::Internet));
     if internet_offered {
         for decision in &mut decisions {
             if decision.tier == Some(Tier::Cloud) {
@@ -125,15 +131,27 @@ pub fn locate(
         .iter()
         .filter_map(|decision| decision.tier.map(|tier| (decision.index, tier)))
         .collect();
-    ordered.sort_by(|left, right| left.1.cmp(&right.1).then_with(|| candidates[left.0].name.cmp(&candidates[right.0].name)));
-    let cloud_start = ordered.iter().position(|(_, tier)| *tier == Tier::Cloud).unwrap_or(ordered.len());
-    let mut cloud: Vec<usize> = ordered[cloud_start..].iter().map(|(index, _)| *index).collect();
+    ordered.sort_by(|left, right| {
+        left.1
+            .cmp(&right.1)
+            .then_with(|| candidates[left.0].name.cmp(&candidates[right.0].name))
+    });
+    let cloud_start = ordered
+        .iter()
+        .position(|(_, tier)| *tier == Tier::Cloud)
+        .unwrap_or(ordered.len());
+    let mut cloud: Vec<usize> = ordered[cloud_start..]
+        .iter()
+        .map(|(index, _)| *index)
+        .collect();
     match request.selection {
         Selection::Random => {
             shuffle(&mut cloud);
             if cloud.len() > 1 {
                 for index in &cloud {
-                    decisions[*index].reasons.push("cloud DPs are offered in random order (deployment: random)".to_owned());
+                    decisions[*index].reasons.push(
+                        "cloud DPs are offered in random order (deployment: random)".to_owned(),
+                    );
                 }
             }
         }
@@ -142,7 +160,7 @@ pub fn locate(
                 let candidate = &candidates[*index];
                 (
                     candidate.latency_ms.unwrap_or(u32::MAX),
-                    !(!request.region_hint.is_empty() && candidate.region.eq_ignore_ascii_case(&request.region_hint)),
+                    request.region_hint.is_empty() || !candidate.region.eq_ignore_ascii_case(&request.region_hint),
                     candidate.name.clone(),
                 )
             });
@@ -150,12 +168,17 @@ pub fn locate(
                 let candidate = &candidates[*index];
                 let basis = match candidate.latency_ms {
                     Some(latency) => format!("measured latency {latency} ms"),
-                    None if !request.region_hint.is_empty() && candidate.region.eq_ignore_ascii_case(&request.region_hint) => {
+                    None if !request.region_hint.is_empty()
+                        && candidate.region.eq_ignore_ascii_case(&request.region_hint) =>
+                    {
                         format!("in the client's region {}", candidate.region)
                     }
                     None => format!("region {} (no latency measured)", candidate.region),
                 };
-                decisions[*index].reasons.push(format!("nearest first (deployment: nearest): #{} by {basis}", rank + 1));
+                decisions[*index].reasons.push(format!(
+                    "nearest first (deployment: nearest): #{} by {basis}",
+                    rank + 1
+                ));
             }
         }
     }
@@ -168,7 +191,9 @@ pub fn locate(
 /// Decides one DP on its own: its tier, or `None` with the reason.
 fn first_pass(request: &Request, candidate: &Candidate, reasons: &mut Vec<String>) -> Option<Tier> {
     if !candidate.has_content {
-        reasons.push("left out: this content version has not been distributed successfully to it".to_owned());
+        reasons.push(
+            "left out: this content version has not been distributed successfully to it".to_owned(),
+        );
         return None;
     }
     match candidate.state {
@@ -178,14 +203,20 @@ fn first_pass(request: &Request, candidate: &Candidate, reasons: &mut Vec<String
             return None;
         }
         other => {
-            reasons.push(format!("left out: it is {} and serves nothing", other.as_str().replace('_', " ")));
+            reasons.push(format!(
+                "left out: it is {} and serves nothing",
+                other.as_str().replace('_', " ")
+            ));
             return None;
         }
     }
     match (request.network, candidate.kind) {
         (Network::Intranet, DpKind::OnPremises) => {
             if candidate.preferred {
-                reasons.push("preferred: it is a site system of one of the client's boundary groups".to_owned());
+                reasons.push(
+                    "preferred: it is a site system of one of the client's boundary groups"
+                        .to_owned(),
+                );
                 Some(Tier::Preferred)
             } else if request.allow_remote_fallback {
                 reasons.push(
@@ -205,11 +236,15 @@ fn first_pass(request: &Request, candidate: &Candidate, reasons: &mut Vec<String
             None
         }
         (Network::Internet, DpKind::OnPremises) => {
-            reasons.push("left out: an on-premises DP is not reachable from the internet".to_owned());
+            reasons
+                .push("left out: an on-premises DP is not reachable from the internet".to_owned());
             None
         }
         (Network::Internet, DpKind::InternetFacing) => {
-            reasons.push("internet: an internet-facing DP with the content, for an internet client".to_owned());
+            reasons.push(
+                "internet: an internet-facing DP with the content, for an internet client"
+                    .to_owned(),
+            );
             Some(Tier::Internet)
         }
         (_, DpKind::Cloud) => {
@@ -261,7 +296,10 @@ mod tests {
     }
 
     fn names(candidates: &[Candidate], ordered: &[(usize, Tier)]) -> Vec<String> {
-        ordered.iter().map(|(index, _)| candidates[*index].name.clone()).collect()
+        ordered
+            .iter()
+            .map(|(index, _)| candidates[*index].name.clone())
+            .collect()
     }
 
     fn site() -> Vec<Candidate> {
@@ -277,8 +315,13 @@ mod tests {
     #[test]
     fn intranet_order_is_preferred_remote_then_cloud() {
         let candidates = site();
-        let (ordered, decisions) = locate(&request(Network::Intranet), &candidates, |cloud| cloud.sort());
-        assert_eq!(names(&candidates, &ordered), ["hq", "branch", "cloud-a", "cloud-b"]);
+        let (ordered, decisions) = locate(&request(Network::Intranet), &candidates, |cloud| {
+            cloud.sort()
+        });
+        assert_eq!(
+            names(&candidates, &ordered),
+            ["hq", "branch", "cloud-a", "cloud-b"]
+        );
         assert!(decisions[3].reasons[0].contains("serves internet clients"));
         let mut no_fallback = request(Network::Intranet);
         no_fallback.allow_remote_fallback = false;
@@ -307,11 +350,18 @@ mod tests {
         let candidates = site();
         let (ordered, decisions) = locate(&request(Network::Internet), &candidates, |_| {});
         assert_eq!(names(&candidates, &ordered), ["edge"]);
-        assert!(decisions[0].reasons.iter().any(|reason| reason.contains("never fall back to a cloud DP")));
+        assert!(
+            decisions[0]
+                .reasons
+                .iter()
+                .any(|reason| reason.contains("never fall back to a cloud DP"))
+        );
         assert!(decisions[1].reasons[0].contains("not reachable from the internet"));
         let mut without_edge = site();
         without_edge[3].has_content = false;
-        let (ordered, _) = locate(&request(Network::Internet), &without_edge, |cloud| cloud.sort());
+        let (ordered, _) = locate(&request(Network::Internet), &without_edge, |cloud| {
+            cloud.sort()
+        });
         assert_eq!(names(&without_edge, &ordered), ["cloud-a", "cloud-b"]);
     }
 
@@ -340,6 +390,11 @@ mod tests {
         candidates[4].latency_ms = Some(40);
         let (ordered, decisions) = locate(&nearest, &candidates, |_| {});
         assert_eq!(names(&candidates, &ordered)[2..], ["cloud-a", "cloud-b"]);
-        assert!(decisions[0].reasons.iter().any(|reason| reason.contains("#1 by measured latency 12 ms")));
+        assert!(
+            decisions[0]
+                .reasons
+                .iter()
+                .any(|reason| reason.contains("#1 by measured latency 12 ms"))
+        );
     }
 }

@@ -68,7 +68,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("SigningKey").field("id", &self.id).finish_non_exhaustive()
+        formatter
+            .debug_struct("SigningKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +111,10 @@ impl SigningKey {
         let body = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
         let signed = format!("{PREFIX}.{}", URL_SAFE_NO_PAD.encode(body));
         let signature = self.pair.sign(signed.as_bytes());
-        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref())))
+        Ok(format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        ))
     }
 }
 
@@ -134,15 +140,20 @@ pub fn verify<'k>(
         return Err(TokenError::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(prefix), Some(body), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(prefix), Some(body), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
     if prefix != PREFIX {
         return Err(TokenError::Malformed);
     }
-    let body_bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed)?;
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
+    let body_bytes = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&body_bytes).map_err(|_| TokenError::Malformed)?;
     let public = key_for(&claims.kid).ok_or(TokenError::UnknownKey)?;
     let signed_len = prefix.len() + 1 + body.len();
@@ -185,7 +196,11 @@ mod tests {
     }
 
     fn scope() -> Scope<'static> {
-        Scope { dp: "dp-1", cv: "cnt-1@1", client: "laptop-7" }
+        Scope {
+            dp: "dp-1",
+            cv: "cnt-1@1",
+            client: "laptop-7",
+        }
     }
 
     #[test]
@@ -197,18 +212,51 @@ mod tests {
         let verified = verify(&token, lookup, NOW + 1000, scope()).unwrap();
         assert_eq!(verified.sub, "laptop-7");
         assert_eq!(verified.kid, "k1");
-        assert_eq!(verify(&token, lookup, NOW + 16 * 60 * 1000 + SKEW_MS, scope()), Err(TokenError::Expired));
-        assert_eq!(verify(&token, lookup, NOW - 2 * SKEW_MS, scope()), Err(TokenError::Expired));
         assert_eq!(
-            verify(&token, lookup, NOW, Scope { dp: "dp-2", cv: "cnt-1@1", client: "laptop-7" }),
+            verify(&token, lookup, NOW + 16 * 60 * 1000 + SKEW_MS, scope()),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(&token, lookup, NOW - 2 * SKEW_MS, scope()),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(
+                &token,
+                lookup,
+                NOW,
+                Scope {
+                    dp: "dp-2",
+                    cv: "cnt-1@1",
+                    client: "laptop-7"
+                }
+            ),
             Err(TokenError::WrongScope("distribution point"))
         );
         assert_eq!(
-            verify(&token, lookup, NOW, Scope { dp: "dp-1", cv: "cnt-1@2", client: "laptop-7" }),
+            verify(
+                &token,
+                lookup,
+                NOW,
+                Scope {
+                    dp: "dp-1",
+                    cv: "cnt-1@2",
+                    client: "laptop-7"
+                }
+            ),
             Err(TokenError::WrongScope("content"))
         );
         assert_eq!(
-            verify(&token, lookup, NOW, Scope { dp: "dp-1", cv: "cnt-1@1", client: "desktop-9" }),
+            verify(
+                &token,
+                lookup,
+                NOW,
+                Scope {
+                    dp: "dp-1",
+                    cv: "cnt-1@1",
+                    client: "desktop-9"
+                }
+            ),
             Err(TokenError::WrongScope("client"))
         );
     }
@@ -221,14 +269,20 @@ mod tests {
         let lookup = |kid: &str| (kid == "k1").then_some(public.as_slice());
         let token = key.sign(claims()).unwrap();
         let forged = other.sign(claims()).unwrap();
-        assert_eq!(verify(&forged, lookup, NOW, scope()), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&forged, lookup, NOW, scope()),
+            Err(TokenError::BadSignature)
+        );
         // Every single-character change of the claims or signature is refused.
         for index in 5..token.len() {
             let mut bytes = token.clone().into_bytes();
             bytes[index] = if bytes[index] == b'A' { b'B' } else { b'A' };
             let tampered = String::from_utf8(bytes).unwrap();
             if tampered != token {
-                assert!(verify(&tampered, lookup, NOW, scope()).is_err(), "index {index} accepted");
+                assert!(
+                    verify(&tampered, lookup, NOW, scope()).is_err(),
+                    "index {index} accepted"
+                );
             }
         }
         // A client rewriting its claims (another DP) cannot keep the signature.
@@ -236,19 +290,49 @@ mod tests {
         let mut changed = claims();
         changed.kid = "k1".to_owned();
         changed.dp = "dp-2".to_owned();
-        let swapped = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(serde_json::to_vec(&changed).unwrap()), parts[2]);
-        assert_eq!(verify(&swapped, lookup, NOW, Scope { dp: "dp-2", cv: "cnt-1@1", client: "laptop-7" }), Err(TokenError::BadSignature));
+        let swapped = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&changed).unwrap()),
+            parts[2]
+        );
+        assert_eq!(
+            verify(
+                &swapped,
+                lookup,
+                NOW,
+                Scope {
+                    dp: "dp-2",
+                    cv: "cnt-1@1",
+                    client: "laptop-7"
+                }
+            ),
+            Err(TokenError::BadSignature)
+        );
         // Format confusion: a JWT with alg none, another prefix, extra parts, garbage.
         let jwt_none = format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap())
         );
-        for bad in [jwt_none.as_str(), &token.replacen("cdp1", "cdp2", 1), &format!("{token}.x"), "", "cdp1..", "cdp1.e30.AAAA"] {
-            assert!(verify(bad, lookup, NOW, scope()).is_err(), "{bad:?} accepted");
+        for bad in [
+            jwt_none.as_str(),
+            &token.replacen("cdp1", "cdp2", 1),
+            &format!("{token}.x"),
+            "",
+            "cdp1..",
+            "cdp1.e30.AAAA",
+        ] {
+            assert!(
+                verify(bad, lookup, NOW, scope()).is_err(),
+                "{bad:?} accepted"
+            );
         }
         let unknown = |_: &str| None;
-        assert_eq!(verify(&token, unknown, NOW, scope()), Err(TokenError::UnknownKey));
+        assert_eq!(
+            verify(&token, unknown, NOW, scope()),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]

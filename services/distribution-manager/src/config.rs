@@ -11,6 +11,9 @@ pub const ENV_PREFIX: &str = "CLOUDDP_DM";
 /// The default gRPC port of the distribution manager.
 pub const DEFAULT_PORT: u16 = 7400;
 
+/// The default HTTPS port of the content endpoint.
+pub const DEFAULT_CONTENT_PORT: u16 = 7443;
+
 /// Configuration of the distribution manager.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +33,86 @@ pub struct DmConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// What this process runs: everything (`all`), or only the HTTPS content endpoint (`content-endpoint`) over
+    /// the same data dir and site key.
+    #[serde(default)]
+    pub role: Role,
+    /// The HTTPS content endpoint clients download from.
+    #[serde(default)]
+    pub content_endpoint: ContentEndpointSettings,
+    /// Access tokens.
+    #[serde(default)]
+    pub tokens: TokenSettings,
+}
+
+/// What a distribution manager process runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The control plane (gRPC) and the content endpoint.
+    #[default]
+    All,
+    /// Only the content endpoint, scaled apart from the control plane.
+    ContentEndpoint,
+}
+
+/// The HTTPS content endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentEndpointSettings {
+    /// Serve it (with role `all`).
+    pub enabled: bool,
+    /// HTTPS listener.
+    pub listen: std::net::SocketAddr,
+    /// The port in the URLs given to clients for cloud DPs (behind a load balancer, 443); 0 for the listener's.
+    pub public_port: u16,
+    /// PEM certificate for on-premises and internet-facing DPs' hostnames (cloud DPs use their service
+    /// certificates, chosen by SNI). A self-signed one for `localhost` is made when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    /// Its PEM private key (mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PathBuf>,
+    /// How often served bytes are appended to the DPs' stores as usage logs.
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub usage_flush_interval: std::time::Duration,
+    /// How often DP states, certificates and keys are re-read (a stop takes effect within this).
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub refresh_interval: std::time::Duration,
+    /// Only these DPs (comma-separated ids or names); all when empty.
+    pub distribution_points: String,
+}
+
+impl Default for ContentEndpointSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_CONTENT_PORT)),
+            public_port: 0,
+            certificate: None,
+            private_key: None,
+            usage_flush_interval: std::time::Duration::from_secs(60),
+            refresh_interval: std::time::Duration::from_millis(200),
+            distribution_points: String::new(),
+        }
+    }
+}
+
+/// Access tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Lifetime of an access token, at most 1h.
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub lifetime: std::time::Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            lifetime: std::time::Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// How content is transferred to distribution points.
@@ -83,6 +166,9 @@ impl Default for DmConfig {
             site: SiteSettings::default(),
             distribution: DistributionSettings::default(),
             log: LogSettings::default(),
+            role: Role::default(),
+            content_endpoint: ContentEndpointSettings::default(),
+            tokens: TokenSettings::default(),
         }
     }
 }
@@ -131,7 +217,9 @@ impl Default for SiteSettings {
 impl DmConfig {
     /// Checks values that parse but are not allowed.
     pub fn check(&self) -> clouddp_platform::ConfigResult<()> {
-        self.server.check()?;
+        if self.role == Role::All {
+            self.server.check()?;
+        }
         let distribution = &self.distribution;
         let in_range = (1..=64).contains(&distribution.part_chunks)
             && (1..=64).contains(&distribution.part_concurrency)
@@ -141,6 +229,28 @@ impl DmConfig {
             return Err(clouddp_platform::ConfigError::Invalid(
                 "[distribution] part_chunks, part_concurrency and job_concurrency must be 1 to 64, max_attempts 1 to 100"
                     .to_owned(),
+            ));
+        }
+        if self.tokens.lifetime.is_zero()
+            || self.tokens.lifetime > std::time::Duration::from_secs(3600)
+        {
+            return Err(clouddp_platform::ConfigError::Invalid(
+                "[tokens] lifetime must be more than 0 and at most 1h".to_owned(),
+            ));
+        }
+        let endpoint = &self.content_endpoint;
+        if endpoint.refresh_interval < std::time::Duration::from_millis(10)
+            || endpoint.refresh_interval > std::time::Duration::from_secs(1)
+            || endpoint.usage_flush_interval < std::time::Duration::from_millis(100)
+        {
+            return Err(clouddp_platform::ConfigError::Invalid(
+                "[content_endpoint] refresh_interval must be 10ms to 1s (a stop must take effect within 1s), usage_flush_interval at least 100ms"
+                    .to_owned(),
+            ));
+        }
+        if endpoint.certificate.is_some() != endpoint.private_key.is_some() {
+            return Err(clouddp_platform::ConfigError::Invalid(
+                "[content_endpoint] certificate and private_key go together".to_owned(),
             ));
         }
         clouddp_core::validate::site_code(&self.site.code).map_err(|error| {

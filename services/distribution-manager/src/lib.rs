@@ -8,12 +8,15 @@ pub mod config;
 pub mod content;
 pub mod distribution;
 pub mod dp;
+pub mod endpoint;
 pub mod error;
 pub mod groups;
 pub mod grpc;
 pub mod keys;
+pub mod locate;
 pub mod policy;
 pub mod site;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -47,7 +50,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.check()?;
-    let server = GrpcServer::new(&config.server)?;
     let data_dir = &config.storage.data_dir;
     let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
     let site_key = match &config.site.key_file {
@@ -59,6 +61,52 @@ pub async fn run(
         config.site.code.to_ascii_uppercase(),
         Arc::new(site_key),
     ));
+    let token_keys = tokens::TokenKeys::open(
+        pool.clone(),
+        manager.site_key().clone(),
+        config.role == config::Role::All,
+    )
+    .await?;
+    if config.role == config::Role::ContentEndpoint {
+        // Only the content endpoint: `listener` is its HTTPS listener.
+        tracing::info!(data_dir = %data_dir.display(), "distribution manager starting as a content endpoint only");
+        let endpoint =
+            endpoint::ContentEndpoint::new(manager, token_keys, config.content_endpoint.clone())
+                .await?;
+        let result = endpoint.serve(listener, shutdown).await;
+        pool.close().await;
+        return result;
+    }
+    let server = GrpcServer::new(&config.server)?;
+    let mut content_endpoint_task = None;
+    let mut public_port = config.content_endpoint.public_port;
+    if config.content_endpoint.enabled {
+        let listen = config.content_endpoint.listen;
+        let https = TcpListener::bind(listen).await.map_err(|error| {
+            anyhow::anyhow!("cannot listen on {listen} (content endpoint): {error}")
+        })?;
+        if public_port == 0 {
+            public_port = https.local_addr()?.port();
+        }
+        let endpoint = endpoint::ContentEndpoint::new(
+            manager.clone(),
+            token_keys.clone(),
+            config.content_endpoint.clone(),
+        )
+        .await?;
+        content_endpoint_task = Some(tokio::spawn(endpoint.serve(https, shutdown.clone())));
+    }
+    let locator = locate::Locator::new(
+        manager.clone(),
+        policy::Policy::new(pool.clone()),
+        token_keys,
+        config.tokens.lifetime,
+        if public_port == 0 {
+            config::DEFAULT_CONTENT_PORT
+        } else {
+            public_port
+        },
+    );
     let distributor = Arc::new(distribution::Distributor::new(
         manager.clone(),
         config.distribution.to_settings(),
@@ -92,7 +140,9 @@ pub async fn run(
         .add_service(ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc::new(
             policy::Policy::new(pool.clone()),
         )))
-        .add_service(ContentLocationServiceServer::new(grpc::ContentLocationGrpc))
+        .add_service(ContentLocationServiceServer::new(
+            grpc::ContentLocationGrpc::new(locator),
+        ))
         .add_service(SiteServiceServer::new(grpc::SiteGrpc::new(
             site::Site::new(manager.clone()),
         )));
@@ -108,6 +158,13 @@ pub async fn run(
         tracing::info!(
             "distribution stopped with parts in flight; they are staged again at the next start"
         );
+    }
+    if let Some(task) = content_endpoint_task {
+        match tokio::time::timeout(std::time::Duration::from_secs(3), task).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "content endpoint ended with an error"),
+            Err(_) => tracing::info!("content endpoint still draining at exit"),
+            _ => {}
+        }
     }
     pool.close().await;
     Ok(result?)

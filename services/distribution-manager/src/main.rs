@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use clouddp_distribution_manager::config::{DmConfig, ENV_PREFIX};
+use clouddp_distribution_manager::config::{DmConfig, ENV_PREFIX, Role};
 use clouddp_platform::cli::ServerFlags;
 
 /// The clouddp distribution manager: distribution points, content, client policy and certificates over gRPC.
@@ -15,6 +15,10 @@ use clouddp_platform::cli::ServerFlags;
 struct Cli {
     #[command(flatten)]
     server: ServerFlags,
+    /// Run everything (all), or only the HTTPS content endpoint (content-endpoint) over the same data dir and
+    /// site key; with content-endpoint, --listen is the HTTPS listener.
+    #[arg(long, value_enum)]
+    role: Option<Role>,
 }
 
 fn main() {
@@ -27,6 +31,15 @@ fn main() {
                 clouddp_platform::config::load(cli.server.config.as_deref(), env, ENV_PREFIX)?;
             cli.server
                 .apply(&mut config.server, &mut config.storage.data_dir);
+            if let Some(role) = cli.role {
+                config.role = role;
+            }
+            if config.role == Role::ContentEndpoint {
+                match cli.server.listen {
+                    Some(listen) => config.content_endpoint.listen = listen,
+                    None => config.server.listen = config.content_endpoint.listen,
+                }
+            }
             config.check()?;
             Ok(config)
         },

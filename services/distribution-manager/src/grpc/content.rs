@@ -40,31 +40,34 @@ impl ContentGrpc {
     }
 }
 
+/// The manifest of a content version as clients see it.
+pub(crate) fn manifest_to_pb(record: &ContentRecord) -> pb::ContentManifest {
+    let layout = record.layout().ok();
+    pb::ContentManifest {
+        files: record
+            .files
+            .iter()
+            .map(|file| pb::ContentFile {
+                path: file.path.clone(),
+                size: file.size,
+                sha256: file.sha256.to_vec(),
+            })
+            .collect(),
+        chunk_size: record.chunk_size,
+        plaintext_length: record.size_bytes,
+        chunk_count: record.chunk_hashes.len() as u64,
+        plaintext_sha256: record.sha256.to_vec(),
+        chunk_sha256: record
+            .chunk_hashes
+            .iter()
+            .map(|hash| hash.to_vec())
+            .collect(),
+        sealed_length: layout.map(|layout| layout.sealed_len()).unwrap_or_default(),
+    }
+}
+
 fn version_to_pb(record: &ContentRecord, include_manifest: bool) -> pb::ContentVersion {
-    let manifest = include_manifest.then(|| {
-        let layout = record.layout().ok();
-        pb::ContentManifest {
-            files: record
-                .files
-                .iter()
-                .map(|file| pb::ContentFile {
-                    path: file.path.clone(),
-                    size: file.size,
-                    sha256: file.sha256.to_vec(),
-                })
-                .collect(),
-            chunk_size: record.chunk_size,
-            plaintext_length: record.size_bytes,
-            chunk_count: record.chunk_hashes.len() as u64,
-            plaintext_sha256: record.sha256.to_vec(),
-            chunk_sha256: record
-                .chunk_hashes
-                .iter()
-                .map(|hash| hash.to_vec())
-                .collect(),
-            sealed_length: layout.map(|layout| layout.sealed_len()).unwrap_or_default(),
-        }
-    });
+    let manifest = include_manifest.then(|| manifest_to_pb(record));
     pb::ContentVersion {
         content_id: record.content_id.clone(),
         version: record.version,

@@ -3,17 +3,17 @@
 mod certificates;
 mod client_policy;
 mod content;
+mod content_location;
 mod distribution_points;
 mod groups;
-mod pending;
 mod site;
 
 pub use certificates::CertificateGrpc;
 pub use client_policy::ClientPolicyGrpc;
 pub use content::ContentGrpc;
+pub use content_location::ContentLocationGrpc;
 pub use distribution_points::DistributionPointGrpc;
 pub use groups::DistributionPointGroupGrpc;
-pub use pending::ContentLocationGrpc;
 pub use site::SiteGrpc;
 
 /// The validated page of a list request (the default page when none is given).

@@ -1,0 +1,708 @@
+//! The HTTPS content endpoint: serves the sealed content of many DPs from one process, each cloud DP with its
+//! own service certificate chosen by SNI; `GET`/`HEAD` with `Range`, a health path; refuses without a valid
+//! access token (401/403) and for a DP that is not serving (503, within the refresh interval of a stop); counts
+//! every byte it serves per DP, content and client, and appends the counts to the DP's store as time-bucketed
+//! usage log objects that the monitoring service pulls.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use clouddp_core::dp::{DpKind, DpState};
+use clouddp_core::token::{Scope, TokenError};
+use clouddp_platform::clock::now_ms;
+use clouddp_platform::store::BlobStore;
+use futures::StreamExt as _;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ContentEndpointSettings;
+use crate::dp::{DistributionManager, DpRecord};
+use crate::error::{DmError, DmResult};
+use crate::locate::url_host;
+use crate::tokens::TokenKeys;
+
+/// The header a client names itself in; the token must have been issued to it.
+pub const CLIENT_HEADER: &str = "x-clouddp-client";
+/// Bytes read from the store per piece of a response.
+const SLICE: u64 = 1 << 20;
+/// How long open connections may finish after a shutdown.
+const DRAIN: Duration = Duration::from_millis(1500);
+
+/// A DP as the endpoint serves it.
+struct Served {
+    dp: DpRecord,
+    store: Arc<dyn BlobStore>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    revision: i64,
+    keys: (i64, i64),
+    by_host: HashMap<String, Arc<Served>>,
+    certificates: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// Bytes and requests served, by (DP, content version, client).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counter {
+    bytes: u64,
+    requests: u64,
+}
+
+/// One usage record, a line of a usage log object.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// Format version.
+    pub v: u32,
+    /// When the counts were flushed, ms.
+    pub time_ms: i64,
+    /// The DP.
+    pub dp: String,
+    /// The content version.
+    pub content: String,
+    /// The client.
+    pub client: String,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Requests started.
+    pub requests: u64,
+}
+
+type UsageKey = (String, String, String);
+
+/// The content endpoint.
+pub struct ContentEndpoint {
+    manager: Arc<DistributionManager>,
+    keys: TokenKeys,
+    settings: ContentEndpointSettings,
+    snapshot: RwLock<Snapshot>,
+    default_certificate: Arc<CertifiedKey>,
+    usage: Mutex<HashMap<UsageKey, Counter>>,
+    instance: String,
+    sequence: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for ContentEndpoint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ContentEndpoint")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> DmError {
+    DmError::Internal(error.to_string())
+}
+
+fn certified(
+    chain: Vec<Vec<u8>>,
+    key: &rustls::pki_types::PrivateKeyDer<'_>,
+) -> DmResult<Arc<CertifiedKey>> {
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(key).map_err(internal)?;
+    Ok(Arc::new(CertifiedKey::new(
+        chain
+            .into_iter()
+            .map(rustls::pki_types::CertificateDer::from)
+            .collect(),
+        signing,
+    )))
+}
+
+fn default_certificate(settings: &ContentEndpointSettings) -> DmResult<Arc<CertifiedKey>> {
+    match (&settings.certificate, &settings.private_key) {
+        (Some(certificate), Some(private_key)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|error| {
+                    DmError::Precondition(format!("cannot read {}: {error}", path.display()))
+                })
+            };
+            let chain = rustls_pemfile::certs(&mut read(certificate)?.as_slice())
+                .map(|cert| cert.map(|der| der.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| {
+                    DmError::Precondition(format!("{}: {error}", certificate.display()))
+                })?;
+            let key = rustls_pemfile::private_key(&mut read(private_key)?.as_slice())
+                .map_err(|error| {
+                    DmError::Precondition(format!("{}: {error}", private_key.display()))
+                })?
+                .ok_or_else(|| {
+                    DmError::Precondition(format!("{} holds no private key", private_key.display()))
+                })?;
+            certified(chain, &key)
+        }
+        _ => {
+            let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                .map_err(internal)?;
+            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+                generated.signing_key.serialize_der().into(),
+            );
+            certified(vec![generated.cert.der().to_vec()], &key)
+        }
+    }
+}
+
+impl ContentEndpoint {
+    /// An endpoint over `manager`'s DPs, loaded once.
+    pub async fn new(
+        manager: Arc<DistributionManager>,
+        keys: TokenKeys,
+        settings: ContentEndpointSettings,
+    ) -> DmResult<Arc<Self>> {
+        let endpoint = Arc::new(Self {
+            default_certificate: default_certificate(&settings)?,
+            manager,
+            keys,
+            settings,
+            snapshot: RwLock::new(Snapshot {
+                revision: -1,
+                ..Snapshot::default()
+            }),
+            usage: Mutex::default(),
+            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            sequence: std::sync::atomic::AtomicU64::new(0),
+        });
+        endpoint.refresh().await?;
+        Ok(endpoint)
+    }
+
+    /// Re-reads DPs and their certificates when any changed, and the token keys when they changed.
+    pub async fn refresh(&self) -> DmResult<()> {
+        let revision: i64 =
+            sqlx::query_scalar("SELECT value FROM site_counters WHERE name = 'dp_revision'")
+                .fetch_one(self.manager.pool())
+                .await?;
+        let keys = self.keys.fingerprint().await?;
+        let (known_revision, known_keys) = {
+            let snapshot = self.snapshot.read().map_err(internal)?;
+            (snapshot.revision, snapshot.keys)
+        };
+        if keys != known_keys {
+            self.keys.reload().await?;
+            self.snapshot.write().map_err(internal)?.keys = keys;
+        }
+        if revision == known_revision {
+            return Ok(());
+        }
+        let only: Vec<String> = self
+            .settings
+            .distribution_points
+            .split(',')
+            .map(|item| item.trim().to_owned())
+            .filter(|item| !item.is_empty())
+            .collect();
+        let mut by_host = HashMap::new();
+        let mut certificates = HashMap::new();
+        for dp in self.manager.list(None).await? {
+            if !only.is_empty()
+                && !only
+                    .iter()
+                    .any(|item| *item == dp.id || item.eq_ignore_ascii_case(&dp.name))
+            {
+                continue;
+            }
+            let host = match (&dp.cloud, dp.kind) {
+                (Some(cloud), DpKind::Cloud) => cloud.service_fqdn.to_ascii_lowercase(),
+                _ => match url_host(&dp.address) {
+                    Some(host) => host,
+                    None => continue,
+                },
+            };
+            if host.is_empty() || dp.state == DpState::Deleting {
+                continue;
+            }
+            if let Some(certificate) = &dp.service_certificate_id {
+                match self.manager.certificates().chain_and_key(certificate).await {
+                    Ok((chain, key)) => {
+                        certificates.insert(host.clone(), certified(chain, &key.to_rustls())?);
+                    }
+                    Err(error) => {
+                        tracing::warn!(dp.name = %dp.name, %error, "service certificate not loadable")
+                    }
+                }
+            }
+            let store = match self.manager.store_for(&dp).await {
+                Ok(store) => store,
+                Err(error) => {
+                    tracing::warn!(dp.name = %dp.name, %error, "store not available; the DP is not served");
+                    continue;
+                }
+            };
+            by_host.insert(host, Arc::new(Served { dp, store }));
+        }
+        let mut snapshot = self.snapshot.write().map_err(internal)?;
+        snapshot.revision = revision;
+        snapshot.by_host = by_host;
+        snapshot.certificates = certificates;
+        Ok(())
+    }
+
+    fn served(&self, host: &str) -> Option<Arc<Served>> {
+        self.snapshot
+            .read()
+            .ok()?
+            .by_host
+            .get(&host.to_ascii_lowercase())
+            .cloned()
+    }
+
+    fn count(&self, key: &UsageKey, bytes: u64, requests: u64) {
+        if let Ok(mut usage) = self.usage.lock() {
+            let counter = usage.entry(key.clone()).or_default();
+            counter.bytes += bytes;
+            counter.requests += requests;
+        }
+    }
+
+    /// Appends the counts so far to each DP's store as one usage log object per DP; counts a store refuses are
+    /// kept for the next flush.
+    pub async fn flush_usage(&self) {
+        let drained: HashMap<UsageKey, Counter> = match self.usage.lock() {
+            Ok(mut usage) => std::mem::take(&mut *usage),
+            Err(_) => return,
+        };
+        if drained.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let mut by_dp: HashMap<String, Vec<(UsageKey, Counter)>> = HashMap::new();
+        for (key, counter) in drained {
+            by_dp.entry(key.0.clone()).or_default().push((key, counter));
+        }
+        let stamp = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
+        )
+        .to_string();
+        // `2026-11-25T20:08:08Z` → `2026/11/25/20`: one folder per hour.
+        let bucket = format!(
+            "{}/{}/{}/{}",
+            &stamp[0..4],
+            &stamp[5..7],
+            &stamp[8..10],
+            &stamp[11..13]
+        );
+        for (dp_id, entries) in by_dp {
+            let store = {
+                let snapshot = self.snapshot.read().ok();
+                snapshot.and_then(|snapshot| {
+                    snapshot
+                        .by_host
+                        .values()
+                        .find(|served| served.dp.id == dp_id)
+                        .map(|served| served.store.clone())
+                })
+            };
+            let mut lines = Vec::new();
+            for ((dp, content, client), counter) in &entries {
+                let record = UsageRecord {
+                    v: 1,
+                    time_ms: now,
+                    dp: dp.clone(),
+                    content: content.clone(),
+                    client: client.clone(),
+                    bytes: counter.bytes,
+                    requests: counter.requests,
+                };
+                if let Ok(line) = serde_json::to_vec(&record) {
+                    lines.extend(line);
+                    lines.push(b'\n');
+                }
+            }
+            let sequence = self
+                .sequence
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = format!(
+                "usage/{bucket}/{}-{now:013}-{sequence:06}.jsonl",
+                self.instance
+            );
+            let outcome = match store {
+                Some(store) => store
+                    .put(&path, Bytes::from(lines))
+                    .await
+                    .map_err(|error| error.to_string()),
+                None => Err("the DP is no longer served here".to_owned()),
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!(dp.id = %dp_id, %path, records = entries.len(), "usage appended")
+                }
+                Err(error) => {
+                    tracing::warn!(dp.id = %dp_id, %error, "cannot append usage yet; kept for the next flush");
+                    for (key, counter) in entries {
+                        self.count(&key, counter.bytes, counter.requests);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown`; refreshes and flushes on their intervals meanwhile.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let router = axum::Router::new()
+            .route("/healthz", get(health))
+            .route("/content/{content_id}/{file}", get(serve_content))
+            .with_state(self.clone());
+        tracing::info!(addr = ?listener.local_addr().ok(), "content endpoint listening");
+
+        let background = {
+            let endpoint = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut refresh = tokio::time::interval(endpoint.settings.refresh_interval);
+                let mut flush = tokio::time::interval(endpoint.settings.usage_flush_interval);
+                refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = refresh.tick() => {
+                            if let Err(error) = endpoint.refresh().await {
+                                tracing::warn!(%error, "content endpoint refresh failed; serving the last known state");
+                            }
+                        }
+                        _ = flush.tick() => endpoint.flush_usage().await,
+                    }
+                }
+            })
+        };
+
+        let connections = tokio_util::task::TaskTracker::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                let stream =
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let sni = stream
+                    .get_ref()
+                    .1
+                    .server_name()
+                    .map(str::to_ascii_lowercase);
+                let service = hyper::service::service_fn(
+                    move |mut request: http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(ServerName(sni.clone()));
+                        let mut router = router.clone();
+                        async move { tower::Service::call(&mut router, request).await }
+                    },
+                );
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let connection =
+                    builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    }
+                    () = shutdown.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(DRAIN, connection).await;
+                    }
+                }
+            });
+        }
+        connections.close();
+        let _ = tokio::time::timeout(DRAIN, connections.wait()).await;
+        let _ = background.await;
+        self.flush_usage().await;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<ContentEndpoint>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let by_name = client_hello.server_name().and_then(|name| {
+            self.0
+                .snapshot
+                .read()
+                .ok()?
+                .certificates
+                .get(&name.to_ascii_lowercase())
+                .cloned()
+        });
+        Some(by_name.unwrap_or_else(|| self.0.default_certificate.clone()))
+    }
+}
+
+/// The TLS server name of a request's connection.
+#[derive(Debug, Clone)]
+struct ServerName(Option<String>);
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let mut response = (status, format!("{message}\n")).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"clouddp\""),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    response
+}
+
+/// A parsed `Range` header: `None` when absent or not a single byte range (the whole object is then sent).
+fn parse_range(value: Option<&HeaderValue>, length: u64) -> Result<Option<Range<u64>>, ()> {
+    let Some(text) = value.and_then(|value| value.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = text.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let range = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let suffix: u64 = suffix.parse().map_err(|_| ())?;
+            if suffix == 0 {
+                return Err(());
+            }
+            length.saturating_sub(suffix)..length
+        }
+        (start, "") => start.parse().map_err(|_| ())?..length,
+        (start, end) => {
+            let start: u64 = start.parse().map_err(|_| ())?;
+            let end: u64 = end.parse().map_err(|_| ())?;
+            if end < start {
+                return Err(());
+            }
+            start..(end + 1).min(length)
+        }
+    };
+    if range.start >= length || range.is_empty() {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+async fn serve_content(
+    State(endpoint): State<Arc<ContentEndpoint>>,
+    Path((content_id, file)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Response {
+    let server_name = request
+        .extensions()
+        .get::<ServerName>()
+        .and_then(|name| name.0.clone());
+    let host = server_name.or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .map(|host| {
+                host.rsplit_once(':')
+                    .map_or(host, |(name, _)| name)
+                    .to_ascii_lowercase()
+            })
+    });
+    let Some(served) = host.as_deref().and_then(|host| endpoint.served(host)) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "no distribution point is served at this host name",
+        );
+    };
+    if served.dp.state != DpState::Ready {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "distribution point {} is {} and serves no content",
+                served.dp.name,
+                served.dp.state.as_str().replace('_', " ")
+            ),
+        );
+    }
+    let valid_id = !content_id.is_empty()
+        && content_id
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || character == '-');
+    let version = file
+        .strip_prefix('v')
+        .and_then(|rest| rest.strip_suffix(".sealed"))
+        .and_then(|number| number.parse::<u32>().ok());
+    let (true, Some(version)) = (valid_id, version) else {
+        return refuse(StatusCode::NOT_FOUND, "not a content path");
+    };
+    let content_version = format!("{content_id}@{version}");
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "an access token is required (Authorization: Bearer …)",
+        );
+    };
+    let client = headers
+        .get(CLIENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let scope = Scope {
+        dp: &served.dp.id,
+        cv: &content_version,
+        client: &client,
+    };
+    if let Err(error) = endpoint.keys.verify(token.trim(), now_ms(), scope) {
+        let status = match error {
+            TokenError::WrongScope(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        return refuse(status, &format!("access token refused: {error}"));
+    }
+    let path = format!("content/{content_id}/v{version}.sealed");
+    let length = match served.store.head(&path).await {
+        Ok(Some(length)) => length,
+        Ok(None) => {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                "this distribution point does not hold that content",
+            );
+        }
+        Err(error) => {
+            tracing::warn!(dp.name = %served.dp.name, %error, "store unavailable");
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                "the distribution point's store is unavailable; try the next location",
+            );
+        }
+    };
+    let (status, range) = match parse_range(headers.get(header::RANGE), length) {
+        Ok(Some(range)) => (StatusCode::PARTIAL_CONTENT, range),
+        Ok(None) => (StatusCode::OK, 0..length),
+        Err(()) => {
+            let mut response = refuse(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return response;
+        }
+    };
+    let key: UsageKey = (served.dp.id.clone(), content_version, client);
+    let mut response = if method == Method::HEAD {
+        Response::new(Body::empty())
+    } else {
+        endpoint.count(&key, 0, 1);
+        let slices: Vec<Range<u64>> = (range.start..range.end)
+            .step_by(usize::try_from(SLICE).unwrap_or(usize::MAX))
+            .map(|start| start..(start + SLICE).min(range.end))
+            .collect();
+        let store = served.store.clone();
+        let counter = endpoint.clone();
+        let stream = futures::stream::iter(slices)
+            .map(move |slice| {
+                let store = store.clone();
+                let path = path.clone();
+                async move { store.get_range(&path, slice).await }
+            })
+            .buffered(2)
+            .map(move |piece| match piece {
+                Ok(bytes) => {
+                    counter.count(&key, bytes.len() as u64, 0);
+                    Ok(bytes)
+                }
+                Err(error) => Err(std::io::Error::other(error.to_string())),
+            });
+        Response::new(Body::from_stream(stream))
+    };
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&(range.end - range.start).to_string()) {
+        headers.insert(header::CONTENT_LENGTH, value);
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(value) =
+            HeaderValue::from_str(&format!("bytes {}-{}/{length}", range.start, range.end - 1))
+    {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+    use axum::http::HeaderValue;
+
+    fn range(text: &str, length: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+        parse_range(Some(&HeaderValue::from_str(text).unwrap()), length)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(range("bytes=0-4", 10), Ok(Some(0..5)));
+        assert_eq!(range("bytes=5-", 10), Ok(Some(5..10)));
+        assert_eq!(range("bytes=-3", 10), Ok(Some(7..10)));
+        assert_eq!(range("bytes=8-100", 10), Ok(Some(8..10)));
+        assert_eq!(range("bytes=10-12", 10), Err(()));
+        assert_eq!(range("bytes=4-2", 10), Err(()));
+        assert_eq!(range("bytes=0-1,4-5", 10), Ok(None));
+        assert_eq!(range("items=0-1", 10), Ok(None));
+    }
+}
