@@ -1,7 +1,8 @@
-//! The clouddp device agent: its configuration now; locating, downloading, verifying and decrypting content as
-//! the content-location work lands.
+//! The clouddp device agent: locates a deployment's content, downloads it from the allowed distribution points
+//! in order (resumable, parallel ranges), verifies and decrypts it, and writes its files atomically.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod get;
 
 pub use config::{AgentConfig, ConfigError};

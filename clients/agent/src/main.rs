@@ -1,17 +1,24 @@
 //! `clouddp-agent`: the device side of clouddp.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use clouddp_agent::AgentConfig;
+use clouddp_agent::config::Network;
+use clouddp_agent::get::{GetOptions, get};
 
 /// clouddp-agent: finds where a deployment's content is, downloads it from the best allowed distribution point,
 /// verifies and decrypts it.
 ///
 /// Configuration comes from --config FILE, then CLOUDDP_AGENT__KEY environment variables
-/// (for example CLOUDDP_AGENT__DEVICE_ID=pc-042). Exit codes: 0 success; 64 bad configuration.
+/// (for example CLOUDDP_AGENT__DEVICE_ID=pc-042), then flags.
+///
+/// Exit codes: 0 success; 1 bad input or a local problem; 2 bad command line; 3 the distribution manager cannot
+/// be reached; 4 the site refused or allows no location; 5 every location failed (the verified part is kept
+/// for the next run); 6 the content failed verification; 64 bad configuration.
 #[derive(Debug, Parser)]
 #[command(name = "clouddp-agent", version)]
 struct Cli {
@@ -22,16 +29,87 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NetworkFlag {
+    Intranet,
+    Internet,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the effective configuration as TOML.
     Config,
+    /// Download a deployment's content into a directory: locate, try the locations in order, resume an
+    /// interrupted download, verify every chunk and the whole, decrypt, and write the files atomically.
+    Get {
+        /// The deployment (dep-…) whose content to get.
+        deployment: String,
+        /// The directory the content's files are written to.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// This device's id (overrides device_id).
+        #[arg(long)]
+        device: Option<String>,
+        /// The signed-in user (overrides user_id).
+        #[arg(long)]
+        user: Option<String>,
+        /// Intranet or internet (overrides network).
+        #[arg(long, value_enum)]
+        network: Option<NetworkFlag>,
+        /// This device's IP address for boundary groups (overrides ip_address).
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<String>,
+        /// The device's Azure region (overrides region).
+        #[arg(long)]
+        region: Option<String>,
+        /// Connect HOST:PORT to ADDR instead of resolving HOST (like curl --resolve); repeatable.
+        #[arg(long, value_name = "HOST:PORT:ADDR")]
+        resolve: Vec<String>,
+        /// A PEM CA certificate to trust for the distribution points; repeatable.
+        #[arg(long = "ca-cert", value_name = "FILE")]
+        ca_certs: Vec<PathBuf>,
+        /// Attempts per location on transient failures before the next location is tried.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Do not show a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        /// Limit the download rate, in bytes per second (0: no limit).
+        #[arg(long, value_name = "BYTES_PER_SECOND", default_value_t = 0)]
+        max_rate: u64,
+    },
+}
+
+fn parse_resolve(text: &str) -> Result<(String, SocketAddr), String> {
+    let mut parts = text.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("--resolve {text:?}: write HOST:PORT:ADDR"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("--resolve {text:?}: bad port"))?;
+    let addr: std::net::IpAddr = addr
+        .trim_matches(['[', ']'])
+        .parse()
+        .map_err(|_| format!("--resolve {text:?}: bad address"))?;
+    Ok((host.to_owned(), SocketAddr::new(addr, port)))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = std::env::vars().collect();
-    let config = match AgentConfig::load(cli.config.as_deref(), &env) {
+    let mut config = match AgentConfig::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("clouddp-agent: {error}");
@@ -49,5 +127,116 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Get {
+            deployment,
+            to,
+            device,
+            user,
+            network,
+            ip,
+            region,
+            resolve,
+            ca_certs,
+            retries,
+            output,
+            no_progress,
+            max_rate,
+        } => {
+            if let Some(device) = device {
+                config.device_id = device;
+            }
+            if user.is_some() {
+                config.user_id = user;
+            }
+            if let Some(network) = network {
+                config.network = match network {
+                    NetworkFlag::Intranet => Network::Intranet,
+                    NetworkFlag::Internet => Network::Internet,
+                };
+            }
+            if ip.is_some() {
+                config.ip_address = ip;
+            }
+            if region.is_some() {
+                config.region = region;
+            }
+            if let Err(error) = config.check() {
+                eprintln!("clouddp-agent: {error}");
+                return ExitCode::from(64);
+            }
+            let resolve = match resolve
+                .iter()
+                .map(|text| parse_resolve(text))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(resolve) => resolve,
+                Err(error) => {
+                    eprintln!("clouddp-agent: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = GetOptions {
+                deployment,
+                to,
+                resolve,
+                ca_certificates: ca_certs,
+                retries,
+                progress: output == Output::Text && !no_progress,
+                max_rate,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("clouddp-agent: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(get(&config, options)) {
+                Ok(report) => {
+                    match output {
+                        Output::Json => match serde_json::to_string_pretty(&report) {
+                            Ok(text) => println!("{text}"),
+                            Err(error) => eprintln!("clouddp-agent: {error}"),
+                        },
+                        Output::Text => {
+                            println!(
+                                "got {} ({} files, {} bytes in {:.1} s{}) from {} ({})",
+                                report.content,
+                                report.files.len(),
+                                report.bytes,
+                                report.seconds,
+                                if report.resumed_bytes > 0 {
+                                    format!(
+                                        ", {} bytes resumed from the cache",
+                                        report.resumed_bytes
+                                    )
+                                } else {
+                                    String::new()
+                                },
+                                report.served_by,
+                                report.tier
+                            );
+                            for reason in &report.reasons {
+                                println!("  why: {reason}");
+                            }
+                            for attempt in &report.failed {
+                                println!(
+                                    "  before it, {} ({}) failed: {}",
+                                    attempt.distribution_point, attempt.tier, attempt.error
+                                );
+                            }
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("clouddp-agent: {error}");
+                    ExitCode::from(error.exit_code())
+                }
+            }
+        }
     }
 }

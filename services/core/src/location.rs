@@ -160,7 +160,8 @@ pub fn locate(
                 let candidate = &candidates[*index];
                 (
                     candidate.latency_ms.unwrap_or(u32::MAX),
-                    request.region_hint.is_empty() || !candidate.region.eq_ignore_ascii_case(&request.region_hint),
+                    request.region_hint.is_empty()
+                        || !candidate.region.eq_ignore_ascii_case(&request.region_hint),
                     candidate.name.clone(),
                 )
             });

@@ -1,0 +1,736 @@
+//! `clouddp-agent get`: locate a deployment's content, download its sealed chunks from the first location that
+//! serves them (parallel ranges, resumable from a state file in the cache dir), open and verify every chunk
+//! against the manifest, verify the whole content, and write its files atomically.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clouddp_core::content::sha256;
+use clouddp_core::seal::{ChunkCipher, ContentBinding, DataKey, SealedLayout};
+use clouddp_proto::v1 as pb;
+use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AgentConfig, Network};
+
+/// Chunks fetched per range request.
+const CHUNKS_PER_REQUEST: u64 = 4;
+/// How often the resume state is saved while downloading.
+const SAVE_EVERY: Duration = Duration::from_millis(500);
+/// The header naming the client to the content endpoint.
+const CLIENT_HEADER: &str = "x-clouddp-client";
+
+/// What `get` needs besides the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    /// The deployment.
+    pub deployment: String,
+    /// Where the files go.
+    pub to: PathBuf,
+    /// Host name overrides: (host, address).
+    pub resolve: Vec<(String, SocketAddr)>,
+    /// Extra trusted CA certificates (PEM) for the content endpoints.
+    pub ca_certificates: Vec<PathBuf>,
+    /// Attempts per location on transient failures.
+    pub retries: u32,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Bandwidth limit in bytes per second; 0 for none.
+    pub max_rate: u64,
+}
+
+/// A location that did not serve, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// The DP's name.
+    pub distribution_point: String,
+    /// Its tier.
+    pub tier: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The outcome of a successful `get`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GetReport {
+    /// The content version.
+    pub content: String,
+    /// Files written.
+    pub files: Vec<String>,
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Bytes already in the cache from an earlier, interrupted run.
+    pub resumed_bytes: u64,
+    /// The DP that served the rest.
+    pub served_by: String,
+    /// Its tier.
+    pub tier: String,
+    /// Why it was offered.
+    pub reasons: Vec<String>,
+    /// Locations that failed before it.
+    pub failed: Vec<Attempt>,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// Why `get` failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// Bad input or a local problem (exit 1).
+    #[error("{0}")]
+    Local(String),
+    /// The distribution manager could not be reached (exit 3).
+    #[error("cannot reach the distribution manager at {endpoint}: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    /// The site refused the request or allows no location (exit 4).
+    #[error("{0}")]
+    Refused(String),
+    /// Every location failed (exit 5); what is downloaded stays cached for the next run.
+    #[error("no location could serve the content; the verified part is kept for the next run:\n{}", attempts.iter().map(|attempt| format!("  {} ({}): {}", attempt.distribution_point, attempt.tier, attempt.error)).collect::<Vec<_>>().join("\n"))]
+    AllLocationsFailed { attempts: Vec<Attempt> },
+    /// The downloaded content does not match its manifest (exit 6).
+    #[error("{0}")]
+    Verification(String),
+}
+
+impl GetError {
+    /// The exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Local(_) => 1,
+            Self::Unreachable { .. } => 3,
+            Self::Refused(_) => 4,
+            Self::AllLocationsFailed { .. } => 5,
+            Self::Verification(_) => 6,
+        }
+    }
+}
+
+/// The resume state of one content version in the cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct ResumeState {
+    content: String,
+    plaintext_sha256: String,
+    chunk_count: u64,
+    done: Vec<bool>,
+}
+
+/// Why one location stopped serving.
+enum LocationFailure {
+    /// Try again after a pause (connection refused or reset, 5xx other than 503).
+    Transient(String),
+    /// Go to the next location.
+    Final(String),
+}
+
+struct Download {
+    cipher: ChunkCipher,
+    layout: SealedLayout,
+    chunk_hashes: Vec<Vec<u8>>,
+    plain: std::fs::File,
+    state: Mutex<ResumeState>,
+    state_path: PathBuf,
+    last_save: Mutex<Instant>,
+    progress: indicatif::ProgressBar,
+    /// Bandwidth limit: bytes per second (0 for none), and the bytes reserved since `started`.
+    max_rate: u64,
+    reserved: Mutex<(Instant, u64)>,
+}
+
+impl Download {
+    /// Waits until sending `bytes` more keeps the download under its bandwidth limit.
+    async fn throttle(&self, bytes: u64) {
+        if self.max_rate == 0 {
+            return;
+        }
+        let due = match self.reserved.lock() {
+            Ok(mut reserved) => {
+                reserved.1 += bytes;
+                reserved.0 + Duration::from_secs_f64(reserved.1 as f64 / self.max_rate as f64)
+            }
+            Err(_) => return,
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+    }
+
+    fn missing_groups(&self) -> Vec<std::ops::Range<u64>> {
+        let done = self
+            .state
+            .lock()
+            .map(|state| state.done.clone())
+            .unwrap_or_default();
+        let mut groups = Vec::new();
+        let mut index = 0;
+        while index < self.layout.chunk_count() {
+            if done
+                .get(usize::try_from(index).unwrap_or(usize::MAX))
+                .copied()
+                .unwrap_or(false)
+            {
+                index += 1;
+                continue;
+            }
+            let start = index;
+            while index < self.layout.chunk_count()
+                && index - start < CHUNKS_PER_REQUEST
+                && !done
+                    .get(usize::try_from(index).unwrap_or(usize::MAX))
+                    .copied()
+                    .unwrap_or(false)
+            {
+                index += 1;
+            }
+            groups.push(start..index);
+        }
+        groups
+    }
+
+    /// Opens, verifies and writes the chunks `group` of `sealed` (their bytes, back to back).
+    fn accept(&self, group: std::ops::Range<u64>, mut sealed: Vec<u8>) -> Result<u64, String> {
+        let mut offset = 0_usize;
+        let mut written = 0_u64;
+        for index in group {
+            let range = self
+                .layout
+                .sealed_chunk_range(index)
+                .map_err(|error| error.to_string())?;
+            let len =
+                usize::try_from(range.end - range.start).map_err(|error| error.to_string())?;
+            let piece = sealed
+                .get_mut(offset..offset + len)
+                .ok_or_else(|| format!("the response ended inside chunk {index}"))?;
+            offset += len;
+            let plain = self.cipher.open_chunk_in_place(index, piece).map_err(|_| {
+                format!("chunk {index} failed its integrity check: this DP's copy is damaged")
+            })?;
+            let expected = self
+                .chunk_hashes
+                .get(usize::try_from(index).unwrap_or(usize::MAX));
+            if expected.map(Vec::as_slice) != Some(sha256(plain).as_slice()) {
+                return Err(format!("chunk {index} does not match the manifest's hash"));
+            }
+            let position = index * u64::from(self.layout.chunk_size());
+            self.plain
+                .write_all_at(plain, position)
+                .map_err(|error| format!("cannot write the cache: {error}"))?;
+            written += plain.len() as u64;
+            if let Ok(mut state) = self.state.lock()
+                && let Some(slot) = state
+                    .done
+                    .get_mut(usize::try_from(index).unwrap_or(usize::MAX))
+            {
+                *slot = true;
+            }
+        }
+        self.progress.inc(written);
+        Ok(written)
+    }
+
+    /// Saves the resume state (after the data it describes is on disk), at most every [`SAVE_EVERY`] unless
+    /// `force`.
+    fn save(&self, force: bool) -> Result<(), String> {
+        {
+            let mut last = self
+                .last_save
+                .lock()
+                .map_err(|_| "state lock poisoned".to_owned())?;
+            if !force && last.elapsed() < SAVE_EVERY {
+                return Ok(());
+            }
+            *last = Instant::now();
+        }
+        let state = self
+            .state
+            .lock()
+            .map_err(|_| "state lock poisoned".to_owned())?
+            .clone();
+        self.plain
+            .sync_data()
+            .map_err(|error| format!("cannot sync the cache: {error}"))?;
+        let partial = self.state_path.with_extension("partial");
+        std::fs::write(
+            &partial,
+            serde_json::to_vec(&state).map_err(|error| error.to_string())?,
+        )
+        .and_then(|()| std::fs::rename(&partial, &self.state_path))
+        .map_err(|error| format!("cannot save the resume state: {error}"))
+    }
+}
+
+fn tier_label(tier: i32) -> &'static str {
+    match pb::LocationTier::try_from(tier).unwrap_or_default() {
+        pb::LocationTier::Preferred => "preferred",
+        pb::LocationTier::Remote => "remote",
+        pb::LocationTier::Cloud => "cloud",
+        pb::LocationTier::Internet => "internet",
+        pb::LocationTier::Unspecified => "unknown",
+    }
+}
+
+async fn locate(
+    config: &AgentConfig,
+    deployment: &str,
+) -> Result<pb::LocateContentResponse, GetError> {
+    let unreachable = |detail: String| GetError::Unreachable {
+        endpoint: config.endpoint.clone(),
+        detail,
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+        .map_err(|error| GetError::Local(format!("endpoint {:?}: {error}", config.endpoint)))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    if config.endpoint.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &config.ca_certificate {
+            let pem = std::fs::read(ca).map_err(|error| {
+                GetError::Local(format!("cannot read {}: {error}", ca.display()))
+            })?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|error| GetError::Local(error.to_string()))?;
+    }
+    let mut client = ContentLocationServiceClient::new(endpoint.connect_lazy());
+    let request = pb::LocateContentRequest {
+        device_id: config.device_id.clone(),
+        user_id: config.user_id.clone().unwrap_or_default(),
+        ip_address: config.ip_address.clone().unwrap_or_default(),
+        network: match config.network {
+            Network::Intranet => pb::ClientNetwork::Intranet,
+            Network::Internet => pb::ClientNetwork::Internet,
+        }
+        .into(),
+        deployment_id: deployment.to_owned(),
+        region_hint: config.region.clone().unwrap_or_default(),
+        latency_hints_ms: HashMap::new(),
+    };
+    match client.locate_content(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status)
+            if status.code() == tonic::Code::Unavailable
+                && std::error::Error::source(&status).is_some() =>
+        {
+            Err(unreachable(status.message().to_owned()))
+        }
+        Err(status) => Err(GetError::Refused(format!(
+            "the site refused: {:?}: {}",
+            status.code(),
+            status.message()
+        ))),
+    }
+}
+
+/// Downloads, verifies and writes the content of `options.deployment`.
+pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport, GetError> {
+    let started = Instant::now();
+    if config.device_id.trim().is_empty() {
+        return Err(GetError::Local(
+            "the device id is not set: give --device or set device_id in the config (CLOUDDP_AGENT__DEVICE_ID)".to_owned(),
+        ));
+    }
+    let answer = locate(config, &options.deployment).await?;
+    let manifest = answer
+        .manifest
+        .clone()
+        .ok_or_else(|| GetError::Refused("the answer has no manifest".to_owned()))?;
+    let (content_id, version) = answer
+        .content_id
+        .split_once('@')
+        .and_then(|(id, version)| Some((id.to_owned(), version.parse::<u32>().ok()?)))
+        .ok_or_else(|| {
+            GetError::Refused(format!("unexpected content id {:?}", answer.content_id))
+        })?;
+    let layout = SealedLayout::new(manifest.plaintext_length, manifest.chunk_size)
+        .map_err(|error| GetError::Refused(format!("unusable manifest: {error}")))?;
+    if layout.sealed_len() != manifest.sealed_length
+        || layout.chunk_count() != manifest.chunk_sha256.len() as u64
+    {
+        return Err(GetError::Refused(
+            "the manifest does not describe a sealed object this agent can read".to_owned(),
+        ));
+    }
+    for file in &manifest.files {
+        clouddp_core::content::relative_path(&file.path).map_err(|error| {
+            GetError::Refused(format!(
+                "the manifest names an unsafe path {:?}: {error}",
+                file.path
+            ))
+        })?;
+    }
+    let key = DataKey::from_bytes(&answer.data_key)
+        .map_err(|error| GetError::Refused(format!("data key: {error}")))?;
+    let cipher = ChunkCipher::new(
+        &key,
+        ContentBinding {
+            content_id,
+            version,
+        },
+        layout.clone(),
+    )
+    .map_err(|error| GetError::Refused(error.to_string()))?;
+
+    // The cache: the plaintext at its offsets, and which chunks are in it.
+    let local = |what: &str, error: std::io::Error| GetError::Local(format!("{what}: {error}"));
+    let cache = config.cache_dir.join(answer.content_id.replace('@', "-v"));
+    std::fs::create_dir_all(&cache)
+        .map_err(|error| local(&format!("cannot create {}", cache.display()), error))?;
+    let state_path = cache.join("state.json");
+    let plaintext_sha256 = hex::encode(&manifest.plaintext_sha256);
+    let chunk_count = layout.chunk_count();
+    let fresh = ResumeState {
+        content: answer.content_id.clone(),
+        plaintext_sha256: plaintext_sha256.clone(),
+        chunk_count,
+        done: vec![false; usize::try_from(chunk_count).unwrap_or(0)],
+    };
+    let state = std::fs::read(&state_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ResumeState>(&bytes).ok())
+        .filter(|state| {
+            state.content == fresh.content
+                && state.plaintext_sha256 == plaintext_sha256
+                && state.done.len() == fresh.done.len()
+        })
+        .unwrap_or(fresh);
+    let plain = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(cache.join("plaintext"))
+        .map_err(|error| local("cannot open the cache", error))?;
+    plain
+        .set_len(manifest.plaintext_length)
+        .map_err(|error| local("cannot size the cache", error))?;
+    let resumed_bytes: u64 = state
+        .done
+        .iter()
+        .enumerate()
+        .filter(|(_, done)| **done)
+        .map(|(index, _)| layout.chunk_plain_len(index as u64).unwrap_or(0) as u64)
+        .sum();
+    let progress = if options.progress {
+        let bar = indicatif::ProgressBar::new(manifest.plaintext_length);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_position(resumed_bytes);
+    let download = Arc::new(Download {
+        cipher,
+        layout: layout.clone(),
+        chunk_hashes: manifest.chunk_sha256.clone(),
+        plain,
+        state: Mutex::new(state),
+        state_path,
+        last_save: Mutex::new(Instant::now()),
+        progress,
+        max_rate: options.max_rate,
+        reserved: Mutex::new((Instant::now(), 0)),
+    });
+
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(30));
+    for (host, addr) in &options.resolve {
+        http = http.resolve(host, *addr);
+    }
+    let mut roots = Vec::new();
+    for path in options
+        .ca_certificates
+        .iter()
+        .chain(config.ca_certificate.iter())
+    {
+        let pem = std::fs::read(path)
+            .map_err(|error| local(&format!("cannot read {}", path.display()), error))?;
+        roots.extend(
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|error| GetError::Local(format!("{}: {error}", path.display())))?,
+        );
+    }
+    let http = http
+        .tls_certs_merge(roots)
+        .build()
+        .map_err(|error| GetError::Local(format!("HTTP client: {error}")))?;
+
+    let mut failed = Vec::new();
+    let mut served = None;
+    for location in &answer.locations {
+        if download.missing_groups().is_empty() {
+            served = Some(location);
+            break;
+        }
+        download
+            .progress
+            .set_message(location.distribution_point_name.clone());
+        match from_location(&http, config, &options, &download, location).await {
+            Ok(()) => {
+                served = Some(location);
+                break;
+            }
+            Err(error) => {
+                tracing_line(&format!(
+                    "{} ({}) failed: {error}; trying the next location",
+                    location.distribution_point_name,
+                    tier_label(location.tier)
+                ));
+                failed.push(Attempt {
+                    distribution_point: location.distribution_point_name.clone(),
+                    tier: tier_label(location.tier).to_owned(),
+                    error,
+                });
+            }
+        }
+    }
+    let _ = download.save(true);
+    let Some(location) = served else {
+        download.progress.abandon();
+        return Err(GetError::AllLocationsFailed { attempts: failed });
+    };
+    download.progress.finish_and_clear();
+
+    // The whole content, then each file, verified; files appear under their names only when complete.
+    let plain = &download.plain;
+    let whole = hash_range(plain, 0, manifest.plaintext_length)
+        .map_err(|error| local("cannot read the cache", error))?;
+    if whole.as_slice() != manifest.plaintext_sha256.as_slice() {
+        // The cache cannot be trusted: start over next time.
+        let _ = std::fs::remove_dir_all(&cache);
+        return Err(GetError::Verification(
+            "the downloaded content does not match its SHA-256; the cache was discarded".to_owned(),
+        ));
+    }
+    std::fs::create_dir_all(&options.to)
+        .map_err(|error| local(&format!("cannot create {}", options.to.display()), error))?;
+    let mut offset = 0_u64;
+    let mut files = Vec::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        let target = options.to.join(&file.path);
+        write_file(plain, offset, file.size, &target, &file.sha256)
+            .map_err(GetError::Verification)?;
+        offset += file.size;
+        files.push(target.display().to_string());
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    let reasons = answer
+        .decisions
+        .iter()
+        .find(|decision| decision.distribution_point_id == location.distribution_point_id)
+        .map(|decision| decision.reasons.clone())
+        .unwrap_or_default();
+    Ok(GetReport {
+        content: answer.content_id.clone(),
+        files,
+        bytes: manifest.plaintext_length,
+        resumed_bytes,
+        served_by: location.distribution_point_name.clone(),
+        tier: tier_label(location.tier).to_owned(),
+        reasons,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn tracing_line(message: &str) {
+    eprintln!("clouddp-agent: {message}");
+}
+
+fn hash_range(file: &std::fs::File, start: u64, len: u64) -> std::io::Result<[u8; 32]> {
+    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buffer = vec![0_u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let want = usize::try_from((len - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
+        file.read_exact_at(&mut buffer[..want], start + done)?;
+        hasher.update(&buffer[..want]);
+        done += want as u64;
+    }
+    let mut out = [0_u8; 32];
+    out.copy_from_slice(hasher.finish().as_ref());
+    Ok(out)
+}
+
+/// Copies `len` bytes at `start` of `plain` to `target` through a partial file, checks its hash, syncs, renames.
+fn write_file(
+    plain: &std::fs::File,
+    start: u64,
+    len: u64,
+    target: &Path,
+    expected: &[u8],
+) -> Result<(), String> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+    }
+    let partial = target.with_file_name(format!(
+        ".{}.clouddp-partial",
+        target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("file")
+    ));
+    let out = std::fs::File::create(&partial)
+        .map_err(|error| format!("cannot create {}: {error}", partial.display()))?;
+    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buffer = vec![0_u8; 1 << 20];
+    let mut done = 0_u64;
+    while done < len {
+        let want = usize::try_from((len - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
+        plain
+            .read_exact_at(&mut buffer[..want], start + done)
+            .and_then(|()| out.write_all_at(&buffer[..want], done))
+            .map_err(|error| format!("cannot write {}: {error}", partial.display()))?;
+        hasher.update(&buffer[..want]);
+        done += want as u64;
+    }
+    if hasher.finish().as_ref() != expected {
+        let _ = std::fs::remove_file(&partial);
+        return Err(format!(
+            "{} does not match its SHA-256 in the manifest",
+            target.display()
+        ));
+    }
+    out.sync_all()
+        .map_err(|error| format!("cannot sync {}: {error}", partial.display()))?;
+    std::fs::rename(&partial, target)
+        .map_err(|error| format!("cannot rename to {}: {error}", target.display()))
+}
+
+/// Downloads every missing chunk from one location, retrying transient failures with backoff.
+async fn from_location(
+    http: &reqwest::Client,
+    config: &AgentConfig,
+    options: &GetOptions,
+    download: &Arc<Download>,
+    location: &pb::ContentLocation,
+) -> Result<(), String> {
+    let mut attempt = 0_u32;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let groups = download.missing_groups();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let parallel = usize::try_from(config.parallel_downloads).unwrap_or(4);
+        let mut results = futures::stream::iter(groups)
+            .map(|group| fetch_group(http, config, download, location, group))
+            .buffer_unordered(parallel);
+        let mut failure = None;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(()) => {
+                    attempt = 0;
+                    pause = Duration::from_millis(250);
+                    let download = download.clone();
+                    tokio::task::spawn_blocking(move || download.save(false))
+                        .await
+                        .map_err(|error| error.to_string())??;
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        drop(results);
+        match failure {
+            None => continue,
+            Some(LocationFailure::Final(error)) => return Err(error),
+            Some(LocationFailure::Transient(error)) => {
+                attempt += 1;
+                if attempt > options.retries {
+                    return Err(format!(
+                        "{error} (gave up after {} attempts)",
+                        options.retries
+                    ));
+                }
+                tracing_line(&format!(
+                    "{}: {error}; retrying in {} ms ({attempt}/{})",
+                    location.distribution_point_name,
+                    pause.as_millis(),
+                    options.retries
+                ));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+        }
+    }
+}
+
+async fn fetch_group(
+    http: &reqwest::Client,
+    config: &AgentConfig,
+    download: &Arc<Download>,
+    location: &pb::ContentLocation,
+    group: std::ops::Range<u64>,
+) -> Result<(), LocationFailure> {
+    let first = download
+        .layout
+        .sealed_chunk_range(group.start)
+        .map_err(|error| LocationFailure::Final(error.to_string()))?;
+    let last = download
+        .layout
+        .sealed_chunk_range(group.end - 1)
+        .map_err(|error| LocationFailure::Final(error.to_string()))?;
+    download.throttle(last.end - first.start).await;
+    let response = http
+        .get(&location.url)
+        .bearer_auth(&location.access_token)
+        .header(CLIENT_HEADER, &config.device_id)
+        .header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{}", first.start, last.end - 1),
+        )
+        .send()
+        .await
+        .map_err(|error| LocationFailure::Transient(describe(&error)))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::PARTIAL_CONTENT {
+        let body = response.text().await.unwrap_or_default();
+        let message = format!("HTTP {status}: {}", body.trim());
+        return Err(match status.as_u16() {
+            500 | 502 | 504 => LocationFailure::Transient(message),
+            _ => LocationFailure::Final(message),
+        });
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| LocationFailure::Transient(describe(&error)))?;
+    if body.len() as u64 != last.end - first.start {
+        return Err(LocationFailure::Transient(format!(
+            "short response: {} of {} bytes",
+            body.len(),
+            last.end - first.start
+        )));
+    }
+    let download = download.clone();
+    tokio::task::spawn_blocking(move || download.accept(group, body.to_vec()))
+        .await
+        .map_err(|error| LocationFailure::Final(error.to_string()))?
+        .map(|_| ())
+        .map_err(LocationFailure::Final)
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text = format!("{text}: {inner}");
+        source = inner.source();
+    }
+    text
+}
