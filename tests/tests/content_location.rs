@@ -830,7 +830,7 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
 
     // The content endpoint killed mid-transfer: the agent keeps what it verified and resumes after a restart.
     let to = site.work.path().join("got-resumed");
-    let mut first = site
+    let first = site
         .agent_command(
             "no-fallback",
             &[

@@ -371,7 +371,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
             content_id,
             version,
         },
-        layout.clone(),
+        layout,
     )
     .map_err(|error| GetError::Refused(error.to_string()))?;
 
@@ -431,7 +431,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     progress.set_position(resumed_bytes);
     let download = Arc::new(Download {
         cipher,
-        layout: layout.clone(),
+        layout,
         chunk_hashes: manifest.chunk_sha256.clone(),
         plain,
         state: Mutex::new(state),
