@@ -401,7 +401,7 @@ fn names(answer: &pb::LocateContentResponse) -> Vec<&str> {
         .collect()
 }
 
-fn reasons<'a>(answer: &'a pb::LocateContentResponse, dp: &str) -> String {
+fn reasons(answer: &pb::LocateContentResponse, dp: &str) -> String {
     answer
         .decisions
         .iter()
