@@ -334,6 +334,7 @@ impl Distributor {
             .await?;
         }
         transaction.commit().await?;
+        self.manager.touch();
         let mut jobs = Vec::new();
         for dp in &targets {
             let job = self.job(&content.id, &dp.id).await?;
@@ -402,6 +403,7 @@ impl Distributor {
             .execute(&mut *transaction)
             .await?;
             transaction.commit().await?;
+            self.manager.touch();
             let job = self.job(&content.id, &dp.id).await?;
             let _ = self.events.send(job.clone());
             jobs.push(job);
@@ -453,6 +455,7 @@ impl Distributor {
                 .await?;
         }
         transaction.commit().await?;
+        self.manager.touch();
         tracing::info!(content = %content.id, dp.name = %dp.name, "content removed from distribution point");
         Ok(u64::from(existed))
     }
@@ -589,6 +592,7 @@ impl Distributor {
         .bind(now_ms())
         .execute(self.pool())
         .await?;
+        self.manager.touch();
         let job = self.job(content_version_id, dp_id).await?;
         let _ = self.events.send(job.clone());
         Ok(job)

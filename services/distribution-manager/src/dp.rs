@@ -246,6 +246,7 @@ pub struct DistributionManager {
     site_key: Arc<SiteKey>,
     certificates: CertificateStore,
     changes: broadcast::Sender<DpChange>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DistributionManager {
@@ -258,6 +259,7 @@ impl DistributionManager {
             site_code,
             site_key,
             changes,
+            generation: Arc::default(),
         }
     }
 
@@ -269,6 +271,18 @@ impl DistributionManager {
     /// The site key.
     pub fn site_key(&self) -> &Arc<SiteKey> {
         &self.site_key
+    }
+
+    /// A counter bumped after every committed change that content location depends on (DPs, distributions,
+    /// client policy): caches compare it to know they are current.
+    pub fn generation(&self) -> &Arc<std::sync::atomic::AtomicU64> {
+        &self.generation
+    }
+
+    /// Marks cached views stale; call after the change has committed.
+    pub fn touch(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The certificates.
@@ -890,6 +904,7 @@ impl DistributionManager {
     }
 
     fn publish(&self, kind: DpChangeKind, dp: &DpRecord, time_ms: i64) {
+        self.touch();
         // No receiver is fine: nobody is watching.
         let _ = self.changes.send(DpChange {
             kind,

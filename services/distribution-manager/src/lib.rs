@@ -98,7 +98,7 @@ pub async fn run(
     }
     let locator = locate::Locator::new(
         manager.clone(),
-        policy::Policy::new(pool.clone()),
+        policy::Policy::new(pool.clone(), manager.generation().clone()),
         token_keys,
         config.tokens.lifetime,
         if public_port == 0 {
@@ -138,7 +138,7 @@ pub async fn run(
             manager.clone(),
         )))
         .add_service(ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc::new(
-            policy::Policy::new(pool.clone()),
+            policy::Policy::new(pool.clone(), manager.generation().clone()),
         )))
         .add_service(ContentLocationServiceServer::new(
             grpc::ContentLocationGrpc::new(locator),

@@ -2,7 +2,7 @@
 //! client settings, the deployment, which DPs hold the version), applies them, and signs one access token per
 //! location.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,9 @@ use clouddp_platform::clock::now_ms;
 use crate::content::{self, ContentRecord};
 use crate::dp::{DistributionManager, DpRecord};
 use crate::error::{DmError, DmResult};
-use crate::policy::{CloudSelection, Policy, TaskSequenceMode};
+use crate::policy::{
+    BoundaryGroup, ClientSettings, CloudSelection, Deployment, Policy, TaskSequenceMode,
+};
 use crate::tokens::TokenKeys;
 
 /// A client's request.
@@ -36,7 +38,7 @@ pub struct LocateRequest {
     /// Client region.
     pub region_hint: String,
     /// Latency by DP id.
-    pub latency_hints_ms: std::collections::HashMap<String, u32>,
+    pub latency_hints_ms: HashMap<String, u32>,
 }
 
 /// One place to download from.
@@ -74,10 +76,8 @@ pub struct Decision {
 pub struct LocateAnswer {
     /// Ordered locations.
     pub locations: Vec<Location>,
-    /// The content version.
-    pub content: ContentRecord,
-    /// Its data key.
-    pub data_key: DataKey,
+    /// The content version and its data key.
+    pub content: Arc<CachedContent>,
     /// Every DP's decision.
     pub decisions: Vec<Decision>,
 }
@@ -90,7 +90,37 @@ pub struct Locator {
     keys: TokenKeys,
     token_lifetime: Duration,
     public_port: u16,
+    snapshot: Arc<tokio::sync::RwLock<Option<Arc<Snapshot>>>>,
+    contents: Arc<std::sync::RwLock<HashMap<String, Arc<CachedContent>>>>,
 }
+
+/// What content location reads, kept in memory and rebuilt when the manager's generation moves on (any
+/// committed change of DPs, distributions or client policy).
+#[derive(Debug)]
+struct Snapshot {
+    generation: u64,
+    deployments: HashMap<String, Deployment>,
+    groups: Vec<BoundaryGroup>,
+    /// Settings by priority, the default last.
+    settings: Vec<ClientSettings>,
+    /// (is user, lowercase principal) → index of the winning settings.
+    assigned: HashMap<(bool, String), usize>,
+    dps: Vec<DpRecord>,
+    /// Content version → DPs holding it.
+    holdings: HashMap<String, HashSet<String>>,
+}
+
+/// A content version and its data key: immutable once registered.
+#[derive(Debug)]
+pub struct CachedContent {
+    /// The content version.
+    pub record: ContentRecord,
+    /// Its data key.
+    pub data_key: DataKey,
+}
+
+/// The most content versions kept in memory.
+const CONTENT_CACHE: usize = 4096;
 
 /// The host of an `https://host[:port]/…` URL.
 pub fn url_host(url: &str) -> Option<String> {
@@ -122,7 +152,92 @@ impl Locator {
             keys,
             token_lifetime,
             public_port,
+            snapshot: Arc::default(),
+            contents: Arc::default(),
         }
+    }
+
+    /// The current snapshot, rebuilt when stale.
+    async fn snapshot(&self) -> DmResult<Arc<Snapshot>> {
+        let generation = self
+            .manager
+            .generation()
+            .load(std::sync::atomic::Ordering::Acquire);
+        if let Some(snapshot) = self.snapshot.read().await.as_ref()
+            && snapshot.generation == generation
+        {
+            return Ok(snapshot.clone());
+        }
+        let mut slot = self.snapshot.write().await;
+        let generation = self
+            .manager
+            .generation()
+            .load(std::sync::atomic::Ordering::Acquire);
+        if let Some(snapshot) = slot.as_ref()
+            && snapshot.generation == generation
+        {
+            return Ok(snapshot.clone());
+        }
+        let deployments = self
+            .policy
+            .list_deployments(None)
+            .await?
+            .into_iter()
+            .map(|deployment| (deployment.id.clone(), deployment))
+            .collect();
+        let settings = self.policy.list_settings().await?;
+        let mut assigned = HashMap::new();
+        for (index, item) in settings.iter().enumerate() {
+            for (is_user, principals) in [(false, &item.device_ids), (true, &item.user_ids)] {
+                for principal in principals {
+                    assigned
+                        .entry((is_user, principal.to_lowercase()))
+                        .or_insert(index);
+                }
+            }
+        }
+        let mut holdings: HashMap<String, HashSet<String>> = HashMap::new();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT content_version_id, dp_id FROM distributions WHERE state = 'success'",
+        )
+        .fetch_all(self.manager.pool())
+        .await?;
+        for (content, dp) in rows {
+            holdings.entry(content).or_default().insert(dp);
+        }
+        let snapshot = Arc::new(Snapshot {
+            generation,
+            deployments,
+            groups: self.policy.list_boundary_groups().await?,
+            settings,
+            assigned,
+            dps: self.manager.list(None).await?,
+            holdings,
+        });
+        *slot = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// A content version with its data key, from memory after the first request.
+    async fn content(&self, id: &str) -> DmResult<Arc<CachedContent>> {
+        if let Some(cached) = self
+            .contents
+            .read()
+            .ok()
+            .and_then(|contents| contents.get(id).cloned())
+        {
+            return Ok(cached);
+        }
+        let record = content::get(self.manager.pool(), id).await?;
+        let data_key = record.data_key(self.manager.site_key())?;
+        let cached = Arc::new(CachedContent { record, data_key });
+        if let Ok(mut contents) = self.contents.write() {
+            if contents.len() >= CONTENT_CACHE {
+                contents.clear();
+            }
+            contents.insert(id.to_owned(), cached.clone());
+        }
+        Ok(cached)
     }
 
     /// The token keys.
@@ -156,16 +271,24 @@ impl Locator {
             )
             .into());
         }
-        let deployment = self.policy.get_deployment(&request.deployment_id).await?;
-        let content = content::get(self.manager.pool(), &deployment.content_version_id).await?;
+        let snapshot = self.snapshot().await?;
+        let deployment = snapshot
+            .deployments
+            .get(request.deployment_id.trim())
+            .ok_or_else(|| {
+                DmError::NotFound(format!(
+                    "no deployment has the id {:?}",
+                    request.deployment_id
+                ))
+            })?;
+        let cached = self.content(&deployment.content_version_id).await?;
+        let content = &cached.record;
 
         // The client's boundary groups, by its address.
-        let groups: Vec<_> = match ip {
-            Some(ip) => self
-                .policy
-                .list_boundary_groups()
-                .await?
-                .into_iter()
+        let groups: Vec<&BoundaryGroup> = match ip {
+            Some(ip) => snapshot
+                .groups
+                .iter()
                 .filter(|group| group.subnets.iter().any(|subnet| subnet.contains(&ip)))
                 .collect(),
             None => Vec::new(),
@@ -179,39 +302,44 @@ impl Locator {
             .flat_map(|group| group.dp_ids.iter().map(String::as_str))
             .collect();
 
-        // Who asks decides whether cloud DPs are allowed.
+        // Who asks decides whether cloud DPs are allowed: the user's settings when a user is signed in.
         let user = request.user_id.trim();
-        let cloud_allowed = if user.is_empty() {
-            let settings = self.policy.settings_for("device", device).await?;
-            if settings.allow_cloud_devices {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the client setting \"Allow access to cloud distribution points\" for device {device} is No (client settings {:?})",
-                    settings.name
-                ))
-            }
+        let (is_user, principal) = if user.is_empty() {
+            (false, device)
         } else {
-            let settings = self.policy.settings_for("user", user).await?;
-            if settings.allow_cloud_users {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the client setting \"Allow access to cloud distribution points\" for user {user} is No (client settings {:?})",
-                    settings.name
-                ))
-            }
+            (true, user)
+        };
+        let settings = snapshot
+            .assigned
+            .get(&(is_user, principal.to_lowercase()))
+            .and_then(|index| snapshot.settings.get(*index))
+            .or_else(|| {
+                snapshot
+                    .settings
+                    .iter()
+                    .find(|settings| settings.is_default())
+            })
+            .ok_or_else(|| {
+                DmError::Internal("the default client settings are missing".to_owned())
+            })?;
+        let allowed = if is_user {
+            settings.allow_cloud_users
+        } else {
+            settings.allow_cloud_devices
+        };
+        let cloud_allowed = if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "the client setting \"Allow access to cloud distribution points\" for {} {principal} is No (client settings {:?})",
+                if is_user { "user" } else { "device" },
+                settings.name
+            ))
         };
 
-        let holding: HashSet<String> = sqlx::query_scalar(
-            "SELECT dp_id FROM distributions WHERE content_version_id = ?1 AND state = 'success'",
-        )
-        .bind(&content.id)
-        .fetch_all(self.manager.pool())
-        .await?
-        .into_iter()
-        .collect();
-        let dps = self.manager.list(None).await?;
+        let empty = HashSet::new();
+        let holding = snapshot.holdings.get(&content.id).unwrap_or(&empty);
+        let dps = &snapshot.dps;
         let candidates: Vec<Candidate> = dps
             .iter()
             .map(|dp| Candidate {
@@ -315,12 +443,10 @@ impl Locator {
                 }
             )));
         }
-        let data_key = content.data_key(self.manager.site_key())?;
         tracing::debug!(device, deployment = %deployment.id, locations = locations.len(), "content located");
         Ok(LocateAnswer {
             locations,
-            content,
-            data_key,
+            content: cached.clone(),
             decisions,
         })
     }

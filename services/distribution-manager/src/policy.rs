@@ -132,12 +132,19 @@ fn principal_list(field: &'static str, values: &[String]) -> DmResult<Vec<String
 #[derive(Debug, Clone)]
 pub struct Policy {
     pool: SqlitePool,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Policy {
-    /// Policy over `pool`.
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    /// Policy over `pool`; every committed change bumps `generation` (see
+    /// [`crate::dp::DistributionManager::generation`]).
+    pub fn new(pool: SqlitePool, generation: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self { pool, generation }
+    }
+
+    fn touch(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Creates (`id` empty) or replaces client settings.
@@ -202,6 +209,7 @@ impl Policy {
             }
         }
         transaction.commit().await?;
+        self.touch();
         tracing::info!(settings.id = %id, settings.name = %name, created = creating, "client settings saved");
         self.get_settings(&id).await
     }
@@ -244,6 +252,7 @@ impl Policy {
             .bind(&settings.id)
             .execute(&self.pool)
             .await?;
+        self.touch();
         Ok(settings.id)
     }
 
@@ -345,6 +354,7 @@ impl Policy {
                 format!("a boundary group named {name:?} exists already"),
             )
         })?;
+        self.touch();
         self.get_boundary_group(&id).await
     }
 
@@ -377,6 +387,7 @@ impl Policy {
             .bind(&group.id)
             .execute(&self.pool)
             .await?;
+        self.touch();
         Ok(group.id)
     }
 
@@ -413,6 +424,7 @@ impl Policy {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.touch();
         tracing::info!(deployment.id = %id, content = %content_version_id, "deployment created");
         self.get_deployment(&id).await
     }
@@ -449,6 +461,7 @@ impl Policy {
             .bind(&deployment.id)
             .execute(&self.pool)
             .await?;
+        self.touch();
         Ok(deployment.id)
     }
 }

@@ -73,9 +73,9 @@ impl ContentLocationService for ContentLocationGrpc {
                     server_name: location.server_name,
                 })
                 .collect(),
-            content_id: answer.content.id.clone(),
-            data_key: answer.data_key.as_bytes().to_vec(),
-            manifest: Some(super::content::manifest_to_pb(&answer.content)),
+            content_id: answer.content.record.id.clone(),
+            data_key: answer.content.data_key.as_bytes().to_vec(),
+            manifest: Some(super::content::manifest_to_pb(&answer.content.record)),
             decisions: answer
                 .decisions
                 .into_iter()

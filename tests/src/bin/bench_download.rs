@@ -1,0 +1,484 @@
+//! `bench-download`: the device side of clouddp, side by side in one run with its peers.
+//!
+//! 1. The agent's download + verify + decrypt of a content version from the content endpoint over HTTPS, vs
+//!    nginx → curl over HTTPS of the same file (the shared peer script `20_nginx_https.sh`).
+//! 2. LocateContent requests per second vs a bare tonic server answering the standard health check, both driven
+//!    by the same load generator here; then the p99 latency of LocateContent at half its measured maximum.
+//!
+//! Run it with `./tests/bench-download` (release binaries). Environment: `SIZE_MB` (1024), `N` (3),
+//! `BENCH_DIR` (/tmp/clouddp-bench), `PEERS_DIR` (../shared/bench), `SKIP_PEERS=1`, `OUT_DIR` (where the agent
+//! writes; /dev/shm when it exists, like curl's -o /dev/null the peer writes nothing to disk), `SECONDS` (3, per
+//! load phase), `CONCURRENCY` (32).
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clouddp_e2e::pki::TestCa;
+use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
+use clouddp_proto::v1 as pb;
+use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
+use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+fn console(manager: &ServiceProcess, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut with_json = args.to_vec();
+    with_json.extend(["-o", "json"]);
+    let output = clouddp_e2e::console::run(&manager.url(), "http://127.0.0.1:9", &with_json)?;
+    if output.code != 0 {
+        bail!("clouddp {args:?}: {}", output.stderr);
+    }
+    output.json()
+}
+
+fn ensure_source(work: &Path, size_mb: u64) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(work)?;
+    let path = work.join(format!("src{size_mb}m.bin"));
+    let wanted = size_mb * 1_048_576;
+    if std::fs::metadata(&path)
+        .map(|metadata| metadata.len())
+        .unwrap_or(0)
+        != wanted
+    {
+        eprintln!(
+            "bench: writing {size_mb} MiB of random data to {}",
+            path.display()
+        );
+        let status = Command::new("head")
+            .args(["-c", &wanted.to_string(), "/dev/urandom"])
+            .stdout(std::fs::File::create(&path)?)
+            .status()?;
+        if !status.success() {
+            bail!("cannot write {}", path.display());
+        }
+    }
+    Ok(path)
+}
+
+/// A bare tonic server answering the standard health check: the baseline of what one RPC costs.
+async fn echo_server() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}
+
+/// Calls `call` from `concurrency` tasks over `channels` connections for `seconds`; returns calls per second.
+async fn closed_loop<F, Fut>(concurrency: usize, seconds: f64, call: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let call = Arc::new(call);
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Warm up.
+    for worker in 0..concurrency {
+        call(worker).await?;
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let (call, done, stop) = (call.clone(), done.clone(), stop.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                call(worker).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        });
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Calls `call` at `rate` per second (open loop) for `seconds`; returns latencies in ms.
+async fn open_loop<F, Fut>(rate: f64, seconds: f64, call: F) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..total {
+        tokio::time::sleep_until(started + interval * u32::try_from(index).unwrap_or(u32::MAX))
+            .await;
+        let call = call.clone();
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            call(index).await?;
+            anyhow::Ok(sent.elapsed().as_secs_f64() * 1000.0)
+        });
+    }
+    let mut latencies = Vec::with_capacity(total);
+    while let Some(result) = tasks.join_next().await {
+        latencies.push(result??);
+    }
+    Ok(latencies)
+}
+
+fn percentile(values: &mut [f64], fraction: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let index = ((values.len() as f64 - 1.0) * fraction).round() as usize;
+    values.get(index).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("echo-server") {
+        return echo_server().await;
+    }
+    let size_mb: u64 = env_or("SIZE_MB", "1024").parse()?;
+    let runs: usize = env_or("N", "3").parse()?;
+    let seconds: f64 = env_or("SECONDS", "3").parse()?;
+    let concurrency: usize = env_or("CONCURRENCY", "32").parse()?;
+    let bench_dir = PathBuf::from(env_or("BENCH_DIR", "/tmp/clouddp-bench"));
+    let peers = PathBuf::from(env_or(
+        "PEERS_DIR",
+        &clouddp_e2e::repo_root()
+            .join("../shared/bench")
+            .display()
+            .to_string(),
+    ));
+    let out_root = PathBuf::from(env_or(
+        "OUT_DIR",
+        if Path::new("/dev/shm").is_dir() {
+            "/dev/shm/clouddp-bench-download"
+        } else {
+            "/tmp/clouddp-bench-download"
+        },
+    ));
+    let work = bench_dir.join("work");
+    let source = ensure_source(&work, size_mb)?;
+    let scratch = tempfile::tempdir()?;
+    let pki = TestCa::new("bench-ca", &scratch.path().join("pki"))?;
+    let endpoint_cert = pki.server("endpoint", &["bench-dp.contoso.test"])?;
+    let folder = work.join("clouddp-download-dp");
+    let _ = std::fs::remove_dir_all(&folder);
+    let manager = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::DistributionManager)
+            .env(
+                "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
+                &endpoint_cert.certificate.display().to_string(),
+            )
+            .env(
+                "CLOUDDP_DM__CONTENT_ENDPOINT__PRIVATE_KEY",
+                &endpoint_cert.private_key.display().to_string(),
+            )
+            .env("RUST_LOG", "warn"),
+    )
+    .await?;
+    let port = manager.content_addr().port();
+    console(
+        &manager,
+        &[
+            "dp",
+            "register",
+            "--name",
+            "bench-dp",
+            "--folder",
+            &folder.display().to_string(),
+            "--address",
+            &format!("https://bench-dp.contoso.test:{port}"),
+            "--boundary-group",
+            "bench",
+        ],
+    )?;
+    console(
+        &manager,
+        &[
+            "content",
+            "add",
+            "--name",
+            "bench",
+            "--type",
+            "package",
+            "--source",
+            &source.display().to_string(),
+        ],
+    )?;
+    console(
+        &manager,
+        &[
+            "content",
+            "distribute",
+            "bench",
+            "--dp",
+            "bench-dp",
+            "--wait",
+        ],
+    )?;
+    let small = scratch.path().join("small");
+    clouddp_e2e::content::write_random_file(&small.join("tool.msi"), 16 << 20, 0)?;
+    console(
+        &manager,
+        &[
+            "content",
+            "add",
+            "--name",
+            "small",
+            "--type",
+            "application",
+            "--source",
+            &small.display().to_string(),
+        ],
+    )?;
+    console(
+        &manager,
+        &[
+            "content",
+            "distribute",
+            "small",
+            "--dp",
+            "bench-dp",
+            "--wait",
+        ],
+    )?;
+    let mut policy = ClientPolicyServiceClient::new(manager.channel());
+    policy
+        .create_boundary_group(pb::CreateBoundaryGroupRequest {
+            boundary_group: Some(pb::BoundaryGroup {
+                name: "bench".to_owned(),
+                subnets: vec!["10.0.0.0/8".to_owned()],
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let deployment = |content: &str| {
+        let content = content.to_owned();
+        let mut policy = policy.clone();
+        async move {
+            anyhow::Ok(
+                policy
+                    .create_deployment(pb::CreateDeploymentRequest {
+                        deployment: Some(pb::Deployment {
+                            content_id: content,
+                            ..Default::default()
+                        }),
+                    })
+                    .await?
+                    .into_inner()
+                    .id,
+            )
+        }
+    };
+    let big_deployment = deployment("bench").await?;
+    let small_deployment = deployment("small").await?;
+
+    // 1. The agent's download, verify and decrypt.
+    let mut rates = Vec::new();
+    let mut agent_cpu = Vec::new();
+    for run in 0..runs {
+        let _ = std::fs::remove_dir_all(&out_root);
+        std::fs::create_dir_all(&out_root)?;
+        let started = Instant::now();
+        let output = Command::new(clouddp_e2e::bin("clouddp-agent"))
+            .args([
+                "get",
+                &big_deployment,
+                "--to",
+                &out_root.join("files").display().to_string(),
+                "--no-progress",
+                "-o",
+                "json",
+            ])
+            .args(["--ca-cert", &pki.certificate().display().to_string()])
+            .args([
+                "--resolve",
+                &format!("bench-dp.contoso.test:{port}:127.0.0.1"),
+            ])
+            .args(["--device", "bench-pc", "--ip", "10.1.1.1"])
+            .env("CLOUDDP_AGENT__ENDPOINT", manager.url())
+            .env("CLOUDDP_AGENT__CACHE_DIR", out_root.join("cache"))
+            .output()?;
+        let wall = started.elapsed().as_secs_f64();
+        if !output.status.success() {
+            bail!(
+                "agent run {run} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let bytes = report["bytes"].as_f64().context("bytes")?;
+        rates.push(bytes / wall / 1e6);
+        agent_cpu.push(wall);
+    }
+    let _ = std::fs::remove_dir_all(&out_root);
+    let agent_rate = median(&mut rates);
+    println!(
+        "clouddp agent get {size_mb} MiB (download + verify + decrypt + write to {}), n={runs}: median {agent_rate:.0} MB/s {rates:.0?}",
+        out_root.display()
+    );
+
+    // 2. LocateContent vs a bare tonic server, same load generator.
+    let mut echo_process = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("echo-server")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let echo_addr = {
+        use tokio::io::AsyncBufReadExt as _;
+        let stdout = echo_process.stdout.take().context("echo stdout")?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await?;
+        line.trim().to_owned()
+    };
+    let connections = 4;
+    let echo_channels: Vec<tonic::transport::Channel> = (0..connections)
+        .map(|_| {
+            tonic::transport::Endpoint::from_shared(format!("http://{echo_addr}"))
+                .map(|endpoint| endpoint.connect_lazy())
+        })
+        .collect::<Result<_, _>>()?;
+    let echo_channels = Arc::new(echo_channels);
+    let echo_call = {
+        let channels = echo_channels.clone();
+        move |worker: usize| {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(
+                channels[worker % channels.len()].clone(),
+            );
+            async move {
+                client
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?;
+                anyhow::Ok(())
+            }
+        }
+    };
+    let manager_channels: Vec<tonic::transport::Channel> = (0..connections)
+        .map(|_| {
+            tonic::transport::Endpoint::from_shared(manager.url())
+                .map(|endpoint| endpoint.connect_lazy())
+        })
+        .collect::<Result<_, _>>()?;
+    let manager_channels = Arc::new(manager_channels);
+    let locate_call = {
+        let channels = manager_channels.clone();
+        let deployment = small_deployment.clone();
+        move |worker: usize| {
+            let mut client =
+                ContentLocationServiceClient::new(channels[worker % channels.len()].clone());
+            let request = pb::LocateContentRequest {
+                device_id: format!("pc-{worker}"),
+                ip_address: format!("10.1.{}.{}", worker / 250, worker % 250 + 1),
+                network: pb::ClientNetwork::Intranet.into(),
+                deployment_id: deployment.clone(),
+                ..Default::default()
+            };
+            async move {
+                let answer = client.locate_content(request).await?.into_inner();
+                if answer.locations.is_empty() {
+                    bail!("no location");
+                }
+                anyhow::Ok(())
+            }
+        }
+    };
+    let echo_rps = closed_loop(concurrency, seconds, echo_call).await?;
+    let locate_rps = closed_loop(concurrency, seconds, locate_call.clone()).await?;
+    let mut latencies = open_loop(locate_rps / 2.0, seconds, locate_call).await?;
+    let p50 = percentile(&mut latencies, 0.5);
+    let p99 = percentile(&mut latencies, 0.99);
+    drop(echo_process);
+    println!(
+        "LocateContent (16 MiB content, {concurrency} concurrent over {connections} connections): {locate_rps:.0} req/s vs bare tonic health check {echo_rps:.0} req/s; at half ({:.0} req/s, {} requests) p50 {p50:.2} ms p99 {p99:.2} ms",
+        locate_rps / 2.0,
+        latencies.len()
+    );
+    drop(manager);
+
+    let mut rows = vec![(
+        "LocateContent req/s vs bare tonic",
+        locate_rps,
+        echo_rps,
+        0.5,
+    )];
+    if std::env::var("SKIP_PEERS").is_err() {
+        eprintln!("bench: running peer 20_nginx_https.sh");
+        let output = Command::new("bash")
+            .arg(peers.join("20_nginx_https.sh"))
+            .env("SIZE_MB", size_mb.to_string())
+            .env("N", runs.to_string())
+            .env("BENCH_DIR", &bench_dir)
+            .output()
+            .context("run 20_nginx_https.sh")?;
+        let line = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        if !output.status.success() {
+            bail!(
+                "20_nginx_https.sh failed: {line}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        println!("peer: {line}");
+        let nginx = line
+            .split("https")
+            .nth(1)
+            .and_then(|rest| rest.split("median").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        rows.insert(
+            0,
+            (
+                "agent get vs nginx -> curl over HTTPS (MB/s)",
+                agent_rate,
+                nginx,
+                0.7,
+            ),
+        );
+    }
+    println!(
+        "{:<48} {:>10} {:>10} {:>7} {:>10}",
+        "comparison", "clouddp", "peer", "ratio", "target"
+    );
+    for (label, ours, theirs, target) in rows {
+        let ratio = ours / theirs;
+        let verdict = if ratio >= target {
+            format!("≥{target} ok")
+        } else {
+            format!("≥{target} MISSED")
+        };
+        println!("{label:<48} {ours:>10.0} {theirs:>10.0} {ratio:>7.2} {verdict:>10}");
+    }
+    println!("LocateContent p99 at half of its maximum: {p99:.2} ms (target < 5 ms)");
+    Ok(())
+}
