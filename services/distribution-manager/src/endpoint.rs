@@ -403,6 +403,9 @@ impl ContentEndpoint {
                     }
                 },
             };
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let router = router.clone();
             let shutdown = shutdown.clone();

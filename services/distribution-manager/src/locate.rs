@@ -214,6 +214,7 @@ impl Locator {
             dps: self.manager.list(None).await?,
             holdings,
         });
+        tracing::debug!(generation, "content location snapshot rebuilt");
         *slot = Some(snapshot.clone());
         Ok(snapshot)
     }

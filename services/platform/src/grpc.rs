@@ -87,7 +87,13 @@ impl GrpcServer {
         }
         let local_addr = listener.local_addr().ok();
         tracing::info!(addr = ?local_addr, tls = tls_enabled, "gRPC server listening");
-        let incoming = TcpListenerStream::new(listener);
+        // Replies go out at once: without TCP_NODELAY a reply written in pieces waits for the peer's delayed ACK.
+        let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+            accepted.and_then(|stream| {
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            })
+        });
         let stop_reporter = reporter.clone();
         let stop_signal = shutdown.clone();
         let signal = async move {
