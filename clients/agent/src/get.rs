@@ -115,6 +115,7 @@ impl GetError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct ResumeState {
     content: String,
+    target_dir: String,
     plaintext_sha256: String,
     chunk_count: u64,
     done: Vec<bool>,
@@ -128,11 +129,122 @@ enum LocationFailure {
     Final(String),
 }
 
+/// One file of the content, written through a hidden partial file beside its final path.
+struct Target {
+    start: u64,
+    size: u64,
+    path: PathBuf,
+    partial: PathBuf,
+    file: std::fs::File,
+}
+
+/// The content's files, addressed by offset in the plaintext (the files back to back, in manifest order).
+struct Targets(Vec<Target>);
+
+impl Targets {
+    fn open(to: &Path, files: &[pb::ContentFile]) -> std::io::Result<Self> {
+        let mut targets = Vec::with_capacity(files.len());
+        let mut start = 0;
+        for file in files {
+            let path = to.join(&file.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let partial = path.with_file_name(format!(
+                ".{}.clouddp-partial",
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .unwrap_or("file")
+            ));
+            let handle = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&partial)?;
+            handle.set_len(file.size)?;
+            targets.push(Target {
+                start,
+                size: file.size,
+                path,
+                partial,
+                file: handle,
+            });
+            start += file.size;
+        }
+        Ok(Self(targets))
+    }
+
+    /// Calls `io` with each file's slice of `[offset, offset + len)`: (file, offset in the file, range in the buffer).
+    fn each(
+        &self,
+        offset: u64,
+        len: usize,
+        mut io: impl FnMut(&std::fs::File, u64, std::ops::Range<usize>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let end = offset + len as u64;
+        for target in &self.0 {
+            let (from, to) = (
+                offset.max(target.start),
+                end.min(target.start + target.size),
+            );
+            if from < to {
+                let buffer = usize::try_from(from - offset).unwrap_or(0)
+                    ..usize::try_from(to - offset).unwrap_or(0);
+                io(&target.file, from - target.start, buffer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.each(offset, data.len(), |file, at, range| {
+            file.write_all_at(&data[range], at)
+        })
+    }
+
+    fn read_at(&self, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let len = buffer.len();
+        self.each(offset, len, |file, at, range| {
+            file.read_exact_at(&mut buffer[range], at)
+        })
+    }
+
+    /// Syncs each file and renames it into place.
+    fn publish(&self) -> Result<Vec<String>, String> {
+        let mut paths = Vec::with_capacity(self.0.len());
+        for target in &self.0 {
+            target
+                .file
+                .sync_all()
+                .and_then(|()| std::fs::rename(&target.partial, &target.path))
+                .map_err(|error| format!("cannot write {}: {error}", target.path.display()))?;
+            paths.push(target.path.display().to_string());
+        }
+        Ok(paths)
+    }
+
+    fn discard(&self) {
+        for target in &self.0 {
+            let _ = std::fs::remove_file(&target.partial);
+        }
+    }
+}
+
+/// The whole content's SHA-256, fed chunk by chunk in order as they arrive (the few that arrive early wait in
+/// memory; chunks kept from an earlier run are read back and checked against the manifest's chunk hashes).
+struct InOrder {
+    next: u64,
+    hasher: aws_lc_rs::digest::Context,
+    ahead: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
 struct Download {
     cipher: ChunkCipher,
     layout: SealedLayout,
     chunk_hashes: Vec<Vec<u8>>,
-    plain: std::fs::File,
+    targets: Targets,
+    in_order: Mutex<InOrder>,
     state: Mutex<ResumeState>,
     state_path: PathBuf,
     last_save: Mutex<Instant>,
@@ -190,7 +302,8 @@ impl Download {
         groups
     }
 
-    /// Opens, verifies and writes the chunks `group` of `sealed` (their bytes, back to back).
+    /// Opens (authenticating each by its AES-GCM tag), writes and hashes the chunks `group` of `sealed` (their
+    /// bytes, back to back).
     fn accept(&self, group: std::ops::Range<u64>, mut sealed: Vec<u8>) -> Result<u64, String> {
         let mut offset = 0_usize;
         let mut written = 0_u64;
@@ -208,17 +321,24 @@ impl Download {
             let plain = self.cipher.open_chunk_in_place(index, piece).map_err(|_| {
                 format!("chunk {index} failed its integrity check: this DP's copy is damaged")
             })?;
-            let expected = self
-                .chunk_hashes
-                .get(usize::try_from(index).unwrap_or(usize::MAX));
-            if expected.map(Vec::as_slice) != Some(sha256(plain).as_slice()) {
-                return Err(format!("chunk {index} does not match the manifest's hash"));
-            }
             let position = index * u64::from(self.layout.chunk_size());
-            self.plain
-                .write_all_at(plain, position)
-                .map_err(|error| format!("cannot write the cache: {error}"))?;
+            self.targets
+                .write_at(plain, position)
+                .map_err(|error| format!("cannot write the files: {error}"))?;
             written += plain.len() as u64;
+            {
+                let mut in_order = self
+                    .in_order
+                    .lock()
+                    .map_err(|_| "hash lock poisoned".to_owned())?;
+                if index == in_order.next {
+                    in_order.hasher.update(plain);
+                    in_order.next += 1;
+                    self.drain(&mut in_order)?;
+                } else if index > in_order.next {
+                    in_order.ahead.insert(index, plain.to_vec());
+                }
+            }
             if let Ok(mut state) = self.state.lock()
                 && let Some(slot) = state
                     .done
@@ -231,8 +351,49 @@ impl Download {
         Ok(written)
     }
 
-    /// Saves the resume state (after the data it describes is on disk), at most every [`SAVE_EVERY`] unless
-    /// `force`.
+    /// Feeds the hash every chunk that can follow in order: those that arrived early, and those kept from an
+    /// earlier run (read back and checked; a damaged one is marked missing and fetched again).
+    fn drain(&self, in_order: &mut InOrder) -> Result<(), String> {
+        let count = self.layout.chunk_count();
+        while in_order.next < count {
+            let index = in_order.next;
+            if let Some(plain) = in_order.ahead.remove(&index) {
+                in_order.hasher.update(&plain);
+                in_order.next += 1;
+                continue;
+            }
+            let slot = usize::try_from(index).unwrap_or(usize::MAX);
+            let kept = self
+                .state
+                .lock()
+                .map(|state| state.done.get(slot).copied().unwrap_or(false))
+                .unwrap_or(false);
+            if !kept {
+                return Ok(());
+            }
+            let len = self
+                .layout
+                .chunk_plain_len(index)
+                .map_err(|error| error.to_string())?;
+            let mut buffer = vec![0_u8; len];
+            self.targets
+                .read_at(&mut buffer, index * u64::from(self.layout.chunk_size()))
+                .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
+            if self.chunk_hashes.get(slot).map(Vec::as_slice) != Some(sha256(&buffer).as_slice()) {
+                if let Ok(mut state) = self.state.lock()
+                    && let Some(done) = state.done.get_mut(slot)
+                {
+                    *done = false;
+                }
+                return Ok(());
+            }
+            in_order.hasher.update(&buffer);
+            in_order.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Saves the resume state, at most every [`SAVE_EVERY`] unless `force`.
     fn save(&self, force: bool) -> Result<(), String> {
         {
             let mut last = self
@@ -249,9 +410,8 @@ impl Download {
             .lock()
             .map_err(|_| "state lock poisoned".to_owned())?
             .clone();
-        self.plain
-            .sync_data()
-            .map_err(|error| format!("cannot sync the cache: {error}"))?;
+        // No sync first: chunks kept from an earlier run are read back and checked against the manifest before
+        // they count, so a state file ahead of the data costs a refetch, never a wrong file.
         let partial = self.state_path.with_extension("partial");
         std::fs::write(
             &partial,
@@ -375,7 +535,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     )
     .map_err(|error| GetError::Refused(error.to_string()))?;
 
-    // The cache: the plaintext at its offsets, and which chunks are in it.
+    // The files are written in place through partial files; the cache dir keeps which chunks they hold.
     let local = |what: &str, error: std::io::Error| GetError::Local(format!("{what}: {error}"));
     let cache = config.cache_dir.join(answer.content_id.replace('@', "-v"));
     std::fs::create_dir_all(&cache)
@@ -383,8 +543,15 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     let state_path = cache.join("state.json");
     let plaintext_sha256 = hex::encode(&manifest.plaintext_sha256);
     let chunk_count = layout.chunk_count();
+    std::fs::create_dir_all(&options.to)
+        .map_err(|error| local(&format!("cannot create {}", options.to.display()), error))?;
+    let target_dir = std::fs::canonicalize(&options.to)
+        .map_err(|error| local(&format!("cannot resolve {}", options.to.display()), error))?
+        .display()
+        .to_string();
     let fresh = ResumeState {
         content: answer.content_id.clone(),
+        target_dir: target_dir.clone(),
         plaintext_sha256: plaintext_sha256.clone(),
         chunk_count,
         done: vec![false; usize::try_from(chunk_count).unwrap_or(0)],
@@ -394,20 +561,17 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
         .and_then(|bytes| serde_json::from_slice::<ResumeState>(&bytes).ok())
         .filter(|state| {
             state.content == fresh.content
+                && state.target_dir == target_dir
                 && state.plaintext_sha256 == plaintext_sha256
                 && state.done.len() == fresh.done.len()
         })
         .unwrap_or(fresh);
-    let plain = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(cache.join("plaintext"))
-        .map_err(|error| local("cannot open the cache", error))?;
-    plain
-        .set_len(manifest.plaintext_length)
-        .map_err(|error| local("cannot size the cache", error))?;
+    let targets = Targets::open(&options.to, &manifest.files).map_err(|error| {
+        local(
+            &format!("cannot create the files in {}", options.to.display()),
+            error,
+        )
+    })?;
     let resumed_bytes: u64 = state
         .done
         .iter()
@@ -433,7 +597,12 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
         cipher,
         layout,
         chunk_hashes: manifest.chunk_sha256.clone(),
-        plain,
+        targets,
+        in_order: Mutex::new(InOrder {
+            next: 0,
+            hasher: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+            ahead: std::collections::BTreeMap::new(),
+        }),
         state: Mutex::new(state),
         state_path,
         last_save: Mutex::new(Instant::now()),
@@ -502,28 +671,32 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     };
     download.progress.finish_and_clear();
 
-    // The whole content, then each file, verified; files appear under their names only when complete.
-    let plain = &download.plain;
-    let whole = hash_range(plain, 0, manifest.plaintext_length)
-        .map_err(|error| local("cannot read the cache", error))?;
-    if whole.as_slice() != manifest.plaintext_sha256.as_slice() {
-        // The cache cannot be trusted: start over next time.
+    // The whole content verified against the manifest; only then do the files appear under their names.
+    let whole = {
+        let mut in_order = download
+            .in_order
+            .lock()
+            .map_err(|_| GetError::Local("hash lock poisoned".to_owned()))?;
+        download.drain(&mut in_order).map_err(GetError::Local)?;
+        if in_order.next != layout.chunk_count() {
+            return Err(GetError::AllLocationsFailed { attempts: failed });
+        }
+        let hasher = std::mem::replace(
+            &mut in_order.hasher,
+            aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+        );
+        hasher.finish()
+    };
+    if whole.as_ref() != manifest.plaintext_sha256.as_slice() {
+        // Nothing of it can be trusted: start over next time.
+        download.targets.discard();
         let _ = std::fs::remove_dir_all(&cache);
         return Err(GetError::Verification(
-            "the downloaded content does not match its SHA-256; the cache was discarded".to_owned(),
+            "the downloaded content does not match its SHA-256 in the manifest; the partial files were discarded"
+                .to_owned(),
         ));
     }
-    std::fs::create_dir_all(&options.to)
-        .map_err(|error| local(&format!("cannot create {}", options.to.display()), error))?;
-    let mut offset = 0_u64;
-    let mut files = Vec::with_capacity(manifest.files.len());
-    for file in &manifest.files {
-        let target = options.to.join(&file.path);
-        write_file(plain, offset, file.size, &target, &file.sha256)
-            .map_err(GetError::Verification)?;
-        offset += file.size;
-        files.push(target.display().to_string());
-    }
+    let files = download.targets.publish().map_err(GetError::Local)?;
     let _ = std::fs::remove_dir_all(&cache);
     let reasons = answer
         .decisions
@@ -546,67 +719,6 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
 
 fn tracing_line(message: &str) {
     eprintln!("clouddp-agent: {message}");
-}
-
-fn hash_range(file: &std::fs::File, start: u64, len: u64) -> std::io::Result<[u8; 32]> {
-    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut buffer = vec![0_u8; 1 << 20];
-    let mut done = 0;
-    while done < len {
-        let want = usize::try_from((len - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
-        file.read_exact_at(&mut buffer[..want], start + done)?;
-        hasher.update(&buffer[..want]);
-        done += want as u64;
-    }
-    let mut out = [0_u8; 32];
-    out.copy_from_slice(hasher.finish().as_ref());
-    Ok(out)
-}
-
-/// Copies `len` bytes at `start` of `plain` to `target` through a partial file, checks its hash, syncs, renames.
-fn write_file(
-    plain: &std::fs::File,
-    start: u64,
-    len: u64,
-    target: &Path,
-    expected: &[u8],
-) -> Result<(), String> {
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
-    }
-    let partial = target.with_file_name(format!(
-        ".{}.clouddp-partial",
-        target
-            .file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or("file")
-    ));
-    let out = std::fs::File::create(&partial)
-        .map_err(|error| format!("cannot create {}: {error}", partial.display()))?;
-    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut buffer = vec![0_u8; 1 << 20];
-    let mut done = 0_u64;
-    while done < len {
-        let want = usize::try_from((len - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
-        plain
-            .read_exact_at(&mut buffer[..want], start + done)
-            .and_then(|()| out.write_all_at(&buffer[..want], done))
-            .map_err(|error| format!("cannot write {}: {error}", partial.display()))?;
-        hasher.update(&buffer[..want]);
-        done += want as u64;
-    }
-    if hasher.finish().as_ref() != expected {
-        let _ = std::fs::remove_file(&partial);
-        return Err(format!(
-            "{} does not match its SHA-256 in the manifest",
-            target.display()
-        ));
-    }
-    out.sync_all()
-        .map_err(|error| format!("cannot sync {}: {error}", partial.display()))?;
-    std::fs::rename(&partial, target)
-        .map_err(|error| format!("cannot rename to {}: {error}", target.display()))
 }
 
 /// Downloads every missing chunk from one location, retrying transient failures with backoff.
@@ -718,7 +830,7 @@ async fn fetch_group(
         )));
     }
     let download = download.clone();
-    tokio::task::spawn_blocking(move || download.accept(group, body.to_vec()))
+    tokio::task::spawn_blocking(move || download.accept(group, Vec::from(body)))
         .await
         .map_err(|error| LocationFailure::Final(error.to_string()))?
         .map(|_| ())
