@@ -303,7 +303,12 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&out_root);
         std::fs::create_dir_all(&out_root)?;
         let started = Instant::now();
-        let output = Command::new(clouddp_e2e::bin("clouddp-agent"))
+        // `AGENT_WRAPPER="perf record -g -o /tmp/agent.perf"` profiles the agent.
+        let wrapper = env_or("AGENT_WRAPPER", "");
+        let mut words: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
+        words.push(clouddp_e2e::bin("clouddp-agent").display().to_string());
+        let output = Command::new(&words[0])
+            .args(&words[1..])
             .args([
                 "get",
                 &big_deployment,
