@@ -141,22 +141,27 @@ async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
     );
     assert!(invalid.stderr.contains("folder_path"), "{}", invalid.stderr);
 
-    let pending = grpcurl::run([
+    let certificates = grpcurl::run([
         "-plaintext",
         &manager.addr().to_string(),
         "clouddp.v1.CertificateService/ListCertificates",
     ])
     .unwrap();
-    assert!(!pending.success);
+    assert!(certificates.success, "{}", certificates.stderr);
+    let defaults = grpcurl::run([
+        "-plaintext",
+        "-d",
+        r#"{"id":"default"}"#,
+        &manager.addr().to_string(),
+        "clouddp.v1.ClientPolicyService/GetClientSettings",
+    ])
+    .unwrap();
+    assert!(defaults.success, "{}", defaults.stderr);
+    assert!(defaults.stdout.contains("\"isDefault\": true"), "{}", defaults.stdout);
     assert!(
-        pending.stderr.contains("Unimplemented"),
-        "{}",
-        pending.stderr
-    );
-    assert!(
-        pending.stderr.contains("certificates"),
-        "{}",
-        pending.stderr
+        !defaults.stdout.contains("allowCloudDistributionPointsForDevices"),
+        "cloud DPs are not allowed by default (false is not printed): {}",
+        defaults.stdout
     );
 
     let pending = grpcurl::run([
