@@ -13,6 +13,7 @@ use clouddp_e2e::content::{contains, write_random_file};
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
+use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
 
 fn run(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
     console::run(&manager.url(), "http://127.0.0.1:9", args).unwrap()
@@ -282,6 +283,37 @@ async fn backup_then_restore_on_an_empty_site_with_the_same_key() {
     assert_eq!(settings.device_ids, vec!["laptop-7".to_owned()]);
     assert!(settings.allow_cloud_distribution_points_for_devices);
 
+    // Before its certificates are back, the cloud DP serves nothing: not offered, and its endpoint refuses.
+    let deployment = ClientPolicyServiceClient::new(restored.channel())
+        .create_deployment(pb::CreateDeploymentRequest {
+            deployment: Some(pb::Deployment {
+                content_id: "bk-app".to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let locate = || {
+        let mut client = ContentLocationServiceClient::new(restored.channel());
+        let deployment = deployment.id.clone();
+        async move {
+            client
+                .locate_content(pb::LocateContentRequest {
+                    device_id: "laptop-7".to_owned(),
+                    deployment_id: deployment,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let waiting = locate().await.unwrap_err();
+    assert_eq!(waiting.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        waiting.message().contains("certificates required"),
+        "{waiting:?}"
+    );
+
     // Certificates again: management first (still waiting), then service (ready), and the content opens.
     ok(
         &restored,
@@ -332,6 +364,37 @@ async fn backup_then_restore_on_an_empty_site_with_the_same_key() {
     for dp in ["bk-cdp", "bk-onprem"] {
         let report = ok(&restored, &["content", "validate", &content_id, "--dp", dp]);
         assert_eq!(report["valid"], true, "{dp}: {report}");
+    }
+    // Serving again: offered to the device, and its endpoint (by SNI, with its re-imported certificate) serves.
+    let answer = locate().await.unwrap().into_inner();
+    let location = &answer.locations[0];
+    assert_eq!(location.distribution_point_name, "bk-cdp");
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(service.cert_pem.as_bytes()).unwrap()])
+        .resolve("bk-cdp.contoso.test", restored.content_addr())
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let response = http
+            .get(&location.url)
+            .bearer_auth(&location.access_token)
+            .header("x-clouddp-client", "laptop-7")
+            .header("range", "bytes=0-1048607")
+            .send()
+            .await;
+        // The endpoint picks up the certificate within its refresh interval.
+        match response {
+            Ok(response) if response.status() == 206 => {
+                assert_eq!(response.bytes().await.unwrap().len(), 1_048_608);
+                break;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "not serving: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(
         restored.unexpected_errors().is_empty(),

@@ -157,9 +157,15 @@ async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
     ])
     .unwrap();
     assert!(defaults.success, "{}", defaults.stderr);
-    assert!(defaults.stdout.contains("\"isDefault\": true"), "{}", defaults.stdout);
     assert!(
-        !defaults.stdout.contains("allowCloudDistributionPointsForDevices"),
+        defaults.stdout.contains("\"isDefault\": true"),
+        "{}",
+        defaults.stdout
+    );
+    assert!(
+        !defaults
+            .stdout
+            .contains("allowCloudDistributionPointsForDevices"),
         "cloud DPs are not allowed by default (false is not printed): {}",
         defaults.stdout
     );
