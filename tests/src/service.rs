@@ -297,6 +297,12 @@ impl ServiceProcess {
         }
     }
 
+    /// Sets an environment variable for the next (re)start.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.spec.env.retain(|(existing, _)| existing != name);
+        self.spec.env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Starts the stopped (or killed) service again on the same port and data directory.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();

@@ -170,16 +170,26 @@ async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
         defaults.stdout
     );
 
-    let pending = grpcurl::run([
+    let alerts = grpcurl::run([
         "-plaintext",
         &monitoring.addr().to_string(),
         "clouddp.v1.MonitoringService/ListAlerts",
     ])
     .unwrap();
+    assert!(alerts.success, "{}", alerts.stderr);
+    let unknown = grpcurl::run([
+        "-plaintext",
+        "-d",
+        r#"{"id":"alert-nope"}"#,
+        &monitoring.addr().to_string(),
+        "clouddp.v1.MonitoringService/GetAlert",
+    ])
+    .unwrap();
+    assert!(!unknown.success);
     assert!(
-        pending.stderr.contains("Unimplemented") && pending.stderr.contains("usage and alerts"),
+        unknown.stderr.contains("NotFound") && unknown.stderr.contains("alerts list"),
         "{}",
-        pending.stderr
+        unknown.stderr
     );
 }
 

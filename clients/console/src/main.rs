@@ -1,6 +1,7 @@
 //! `clouddp`: the admin command line of clouddp, over the clouddp.v1 gRPC API.
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod cert;
 mod connect;
 mod content;
@@ -57,6 +58,12 @@ enum Command {
     /// Show the site, and back up or restore its configuration.
     #[command(subcommand)]
     Site(site::SiteCommand),
+    /// Show a cloud DP's usage against its thresholds (from the monitoring service).
+    #[command(subcommand)]
+    Usage(alerts::UsageCommand),
+    /// List, show, postpone, acknowledge and watch alerts (from the monitoring service).
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -69,6 +76,8 @@ async fn main() -> ExitCode {
         Command::Group(command) => content::run_group(command, &cli.endpoints, cli.output).await,
         Command::Cert(command) => cert::run(command, &cli.endpoints, cli.output).await,
         Command::Site(command) => site::run(command, &cli.endpoints, cli.output).await,
+        Command::Usage(command) => alerts::run_usage(command, &cli.endpoints, cli.output).await,
+        Command::Alerts(command) => alerts::run_alerts(command, &cli.endpoints, cli.output).await,
     };
     match outcome {
         Ok(code) => code,

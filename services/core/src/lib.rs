@@ -8,6 +8,7 @@ pub mod location;
 pub mod page;
 pub mod seal;
 pub mod token;
+pub mod usage;
 pub mod validate;
 
 pub use validate::{ValidationError, ValidationResult};

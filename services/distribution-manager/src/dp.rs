@@ -787,6 +787,26 @@ impl DistributionManager {
         Ok(record)
     }
 
+    /// The storage credential of a cloud DP, unsealed; `None` for a folder store.
+    pub async fn store_credential(&self, dp: &DpRecord) -> DmResult<Option<CloudCredential>> {
+        if !matches!(dp.store, Some(DpStore::AzureBlob { .. })) {
+            return Ok(None);
+        }
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM dp_secrets WHERE dp_id = ?1")
+            .bind(&dp.id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                DmError::Precondition(format!(
+                    "distribution point {} has no storage credential",
+                    dp.name
+                ))
+            })?;
+        let credential = serde_json::from_slice(&self.site_key.unwrap(&sealed, &dp.id)?)
+            .map_err(|error| DmError::Internal(format!("stored credential: {error}")))?;
+        Ok(Some(credential))
+    }
+
     /// The store of a DP, with its credential unsealed.
     pub async fn store_for(&self, dp: &DpRecord) -> DmResult<Arc<dyn BlobStore>> {
         match &dp.store {

@@ -88,17 +88,28 @@ impl Default for UpstreamSettings {
 
 /// The usage pull.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PullSettings {
     /// Interval between pulls, for example `1h` (the default, as the reference) or `1s` in tests.
     #[serde(with = "clouddp_platform::config::duration_text")]
     pub interval: Duration,
+    /// Where the `CloudDP-<ServiceName>.log` files go; `logs` in the data dir when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
+    /// A log file is rotated (kept as `.1` … `.5`) when it grows past this many bytes.
+    pub log_max_bytes: u64,
+    /// Moves the service's clock forward, for tests of the sliding 30-day window (`0s` in production).
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub clock_offset: Duration,
 }
 
 impl Default for PullSettings {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(3600),
+            log_dir: None,
+            log_max_bytes: 1 << 20,
+            clock_offset: Duration::ZERO,
         }
     }
 }

@@ -3,9 +3,11 @@
 //! bound listener until a shutdown token is cancelled.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod config;
 pub mod follower;
 pub mod grpc;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -39,18 +41,41 @@ pub async fn run(
     let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
     let upstream = &config.distribution_manager;
     let channel = clouddp_platform::client::channel(&upstream.url, &upstream.tls)?;
-    let follower = Arc::new(DpFollower::new(pool.clone(), channel, upstream.url.clone()));
+    let follower = Arc::new(DpFollower::new(
+        pool.clone(),
+        channel.clone(),
+        upstream.url.clone(),
+    ));
     tracing::info!(data_dir = %data_dir.display(), distribution_manager = %upstream.url, "monitoring service starting");
     let follow_task = tokio::spawn(follower.clone().run(shutdown.clone()));
+    let alerts = alerts::Alerts::new(pool.clone());
+    let pull = &config.pull;
+    let puller = Arc::new(usage::Puller::new(
+        pool.clone(),
+        follower.clone(),
+        channel,
+        alerts.clone(),
+        pull.interval,
+        pull.log_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("logs")),
+        pull.log_max_bytes,
+        pull.clock_offset,
+    ));
+    let pull_task = tokio::spawn(puller.clone().run(shutdown.clone()));
 
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(MonitoringServiceServer::new(grpc::MonitoringGrpc::new(
         follower,
+        puller,
+        alerts,
+        shutdown.clone(),
     )));
     let result = server
         .serve(listener, routes, SERVICES, shutdown.clone())
         .await;
     shutdown.cancel();
+    let _ = pull_task.await;
     if let Err(error) = follow_task.await {
         tracing::warn!(%error, "the follower task ended abnormally");
     }

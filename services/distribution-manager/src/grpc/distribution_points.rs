@@ -496,6 +496,39 @@ impl DistributionPointService for DistributionPointGrpc {
         }))
     }
 
+    async fn get_store_access(
+        &self,
+        request: Request<pb::GetStoreAccessRequest>,
+    ) -> Result<Response<pb::StoreAccess>, Status> {
+        let request = request.into_inner();
+        let dp = self.manager.get(required_id(&request.id)?).await?;
+        let credential =
+            self.manager
+                .store_credential(&dp)
+                .await?
+                .map(|credential| pb::StorageCredential {
+                    credential: Some(match credential {
+                        CloudCredential::AccountKey(key) => {
+                            pb::storage_credential::Credential::AccountKey(key)
+                        }
+                        CloudCredential::SasToken(token) => {
+                            pb::storage_credential::Credential::SasToken(token)
+                        }
+                        CloudCredential::ManagedIdentity => {
+                            pb::storage_credential::Credential::ManagedIdentity(true)
+                        }
+                        CloudCredential::Emulator => {
+                            pb::storage_credential::Credential::Emulator(true)
+                        }
+                    }),
+                });
+        Ok(Response::new(pb::StoreAccess {
+            store: pb::DistributionPoint::from(&dp).store,
+            distribution_point_id: dp.id,
+            credential,
+        }))
+    }
+
     type WatchDistributionPointsStream = ReceiverStream<Result<pb::DistributionPointEvent, Status>>;
 
     async fn watch_distribution_points(

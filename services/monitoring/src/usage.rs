@@ -1,0 +1,543 @@
+//! The usage pull: on an interval, for every followed cloud DP, count the usage log objects its content
+//! endpoints appended to its store since the last pull (each object once, also when it arrives late), measure
+//! the bytes it stores, keep hourly samples, append a line to `CloudDP-<ServiceName>.log`, and evaluate the
+//! storage and 30-day transfer thresholds into alerts.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clouddp_core::usage::{self, GB, HOUR_MS, Level, Limit, WINDOW_MS};
+use clouddp_platform::clock::now_ms;
+use clouddp_platform::store::{
+    AzureCredential, AzureStore, AzureStoreConfig, BlobStore, LocalFolderStore,
+};
+use clouddp_proto::v1 as pb;
+use clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient;
+use sqlx::SqlitePool;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::alerts::{AlertKind, Alerts, Finding, Severity};
+use crate::follower::{DpFollower, FollowedDp};
+
+/// How long after its hour a usage object is still looked for.
+const LATE_MS: i64 = 25 * HOUR_MS;
+/// How long hourly samples are kept.
+const KEEP_MS: i64 = 35 * 24 * HOUR_MS;
+/// Rotated log files kept.
+const LOG_GENERATIONS: u32 = 5;
+
+/// One usage record as the content endpoint writes it.
+#[derive(Debug, serde::Deserialize)]
+struct UsageRecord {
+    time_ms: i64,
+    bytes: u64,
+}
+
+/// The usage pull.
+#[derive(Debug)]
+pub struct Puller {
+    pool: SqlitePool,
+    follower: Arc<DpFollower>,
+    channel: Channel,
+    alerts: Alerts,
+    interval: Duration,
+    log_dir: PathBuf,
+    log_max_bytes: u64,
+    clock_offset_ms: i64,
+}
+
+/// The outcome of one pull of one DP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullReport {
+    /// Bytes transferred that this pull counted.
+    pub transferred: u64,
+    /// Bytes transferred in the 30 days ending now.
+    pub transferred_30d: u64,
+    /// Bytes stored.
+    pub stored: u64,
+    /// Usage objects counted.
+    pub objects: usize,
+}
+
+fn hour_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(HOUR_MS)
+}
+
+/// `usage/YYYY/MM/DD/HH/` of the hour starting at `ms`.
+fn hour_prefix(ms: i64) -> String {
+    let text = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+    )
+    .to_string();
+    format!(
+        "usage/{}/{}/{}/{}/",
+        &text[0..4],
+        &text[5..7],
+        &text[8..10],
+        &text[11..13]
+    )
+}
+
+impl Puller {
+    /// A puller writing logs to `log_dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pool: SqlitePool,
+        follower: Arc<DpFollower>,
+        channel: Channel,
+        alerts: Alerts,
+        interval: Duration,
+        log_dir: PathBuf,
+        log_max_bytes: u64,
+        clock_offset: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            follower,
+            channel,
+            alerts,
+            interval,
+            log_dir,
+            log_max_bytes,
+            clock_offset_ms: i64::try_from(clock_offset.as_millis()).unwrap_or(0),
+        }
+    }
+
+    /// The service's clock (moved forward by the configured offset).
+    pub fn now(&self) -> i64 {
+        now_ms() + self.clock_offset_ms
+    }
+
+    /// Pulls every followed cloud DP on the interval until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let dps = match self.follower.list().await {
+                Ok(dps) => dps,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the followed distribution points");
+                    continue;
+                }
+            };
+            for dp in dps
+                .iter()
+                .filter(|dp| dp.kind == "cloud" && dp.state != "deleting")
+            {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                match self.pull(dp).await {
+                    Ok(report) => tracing::debug!(dp.name = %dp.name, ?report, "usage pulled"),
+                    Err(error) => {
+                        tracing::warn!(dp.name = %dp.name, %error, "usage pull failed");
+                        let finding = Finding {
+                            dp_id: dp.id.clone(),
+                            dp_name: dp.name.clone(),
+                            kind: AlertKind::Subscription,
+                            severity: Some(Severity::Critical),
+                            message: format!(
+                                "cannot read the usage of {} from its store: {error}; check the subscription, the storage account and its credential",
+                                dp.name
+                            ),
+                            threshold_bytes: 0,
+                            level_percent: 0,
+                            measured_bytes: 0,
+                            window_seconds: 0,
+                            forecast_ms: None,
+                        };
+                        if let Err(error) = self.alerts.apply(&finding, self.now()).await {
+                            tracing::warn!(%error, "cannot record the alert");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store(&self, dp: &FollowedDp) -> Result<Arc<dyn BlobStore>, String> {
+        let access = DistributionPointServiceClient::new(self.channel.clone())
+            .get_store_access(pb::GetStoreAccessRequest { id: dp.id.clone() })
+            .await
+            .map_err(|status| {
+                format!(
+                    "the distribution manager refused the store access: {}",
+                    status.message()
+                )
+            })?
+            .into_inner();
+        match access.store.and_then(|store| store.location) {
+            Some(pb::store_location::Location::LocalFolder(folder)) => {
+                Ok(Arc::new(LocalFolderStore::new(&folder.path)))
+            }
+            Some(pb::store_location::Location::AzureBlob(blob)) => {
+                let credential = match access
+                    .credential
+                    .and_then(|credential| credential.credential)
+                {
+                    Some(pb::storage_credential::Credential::AccountKey(key)) => {
+                        AzureCredential::AccountKey(key)
+                    }
+                    Some(pb::storage_credential::Credential::SasToken(token)) => {
+                        AzureCredential::Sas(token)
+                    }
+                    Some(pb::storage_credential::Credential::ManagedIdentity(_)) => {
+                        AzureCredential::ManagedIdentity
+                    }
+                    Some(pb::storage_credential::Credential::Emulator(_)) => {
+                        AzureCredential::Emulator
+                    }
+                    None => return Err("the store has no credential".to_owned()),
+                };
+                let store = AzureStore::new(AzureStoreConfig {
+                    account: blob.account,
+                    container: blob.container,
+                    endpoint: blob.endpoint,
+                    credential,
+                })
+                .map_err(|error| error.to_string())?;
+                Ok(Arc::new(store))
+            }
+            None => Err("the distribution point has no store".to_owned()),
+        }
+    }
+
+    /// Pulls one DP: counts new usage objects, measures storage, logs, evaluates.
+    pub async fn pull(&self, dp: &FollowedDp) -> Result<PullReport, String> {
+        let store = self.store(dp).await?;
+        let now = self.now();
+        let database = |error: sqlx::Error| format!("database: {error}");
+        let mut report = PullReport::default();
+
+        // New usage objects of the last 25 hours, each counted once (its path is recorded with its bytes).
+        let mut hour = hour_of(now - LATE_MS);
+        while hour <= now {
+            let objects = store
+                .list(&hour_prefix(hour))
+                .await
+                .map_err(|error| error.to_string())?;
+            for object in objects {
+                let seen: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM usage_objects WHERE dp_id = ?1 AND path = ?2",
+                )
+                .bind(&dp.id)
+                .bind(&object.path)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database)?;
+                if seen.is_some() {
+                    continue;
+                }
+                let bytes = store
+                    .get_range(&object.path, 0..object.size)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let mut by_hour: HashMap<i64, u64> = HashMap::new();
+                for line in bytes
+                    .split(|&byte| byte == b'\n')
+                    .filter(|line| !line.is_empty())
+                {
+                    match serde_json::from_slice::<UsageRecord>(line) {
+                        Ok(record) => {
+                            *by_hour.entry(hour_of(record.time_ms)).or_default() += record.bytes
+                        }
+                        Err(error) => {
+                            tracing::warn!(path = %object.path, %error, "skipping an unreadable usage record")
+                        }
+                    }
+                }
+                let mut transaction = self.pool.begin().await.map_err(database)?;
+                sqlx::query("INSERT INTO usage_objects (dp_id, path, hour_ms) VALUES (?1, ?2, ?3)")
+                    .bind(&dp.id)
+                    .bind(&object.path)
+                    .bind(hour)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database)?;
+                for (sample_hour, bytes) in by_hour {
+                    sqlx::query(
+                        "INSERT INTO usage_hours (dp_id, hour_start_ms, transferred_bytes) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (dp_id, hour_start_ms) DO UPDATE SET transferred_bytes = transferred_bytes + ?3",
+                    )
+                    .bind(&dp.id)
+                    .bind(sample_hour)
+                    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(database)?;
+                    report.transferred += bytes;
+                }
+                transaction.commit().await.map_err(database)?;
+                report.objects += 1;
+            }
+            hour += HOUR_MS;
+        }
+
+        // What the DP stores.
+        report.stored = store
+            .list("content/")
+            .await
+            .map_err(|error| error.to_string())?
+            .iter()
+            .map(|object| object.size)
+            .sum();
+        sqlx::query(
+            "INSERT INTO usage_hours (dp_id, hour_start_ms, stored_bytes) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (dp_id, hour_start_ms) DO UPDATE SET stored_bytes = ?3",
+        )
+        .bind(&dp.id)
+        .bind(hour_of(now))
+        .bind(i64::try_from(report.stored).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(database)?;
+        for statement in [
+            "DELETE FROM usage_objects WHERE dp_id = ?1 AND hour_ms < ?2",
+            "DELETE FROM usage_hours WHERE dp_id = ?1 AND hour_start_ms < ?3",
+        ] {
+            sqlx::query(statement)
+                .bind(&dp.id)
+                .bind(now - LATE_MS - HOUR_MS)
+                .bind(now - KEEP_MS)
+                .execute(&self.pool)
+                .await
+                .map_err(database)?;
+        }
+        let samples = self.samples(&dp.id).await.map_err(database)?;
+        report.transferred_30d = usage::window_total(&samples, now);
+
+        // Thresholds.
+        let thresholds = &dp.thresholds;
+        let rate = usage::seven_day_rate(&samples, now);
+        let transfer = Limit::transfer(thresholds);
+        let storage = Limit::storage(thresholds);
+        let transfer_level = transfer.level(report.transferred_30d);
+        let storage_level = storage.level(report.stored);
+        let mut results = Vec::new();
+        if thresholds.transfer_alerts_enabled {
+            results.push(self.finding(
+                dp,
+                AlertKind::TransferThreshold,
+                transfer,
+                report.transferred_30d,
+                transfer_level,
+                Some(rate),
+                now,
+            ));
+        }
+        if thresholds.storage_alerts_enabled {
+            results.push(self.finding(
+                dp,
+                AlertKind::StorageThreshold,
+                storage,
+                report.stored,
+                storage_level,
+                None,
+                now,
+            ));
+        }
+        // The store answered: a subscription alert of this DP clears.
+        results.push(Finding {
+            dp_id: dp.id.clone(),
+            dp_name: dp.name.clone(),
+            kind: AlertKind::Subscription,
+            severity: None,
+            message: format!("the store of {} answers again", dp.name),
+            threshold_bytes: 0,
+            level_percent: 0,
+            measured_bytes: 0,
+            window_seconds: 0,
+            forecast_ms: None,
+        });
+        for finding in &results {
+            self.alerts.apply(finding, now).await.map_err(database)?;
+        }
+        sqlx::query("UPDATE followed_distribution_points SET last_pull_time_ms = ?2 WHERE id = ?1")
+            .bind(&dp.id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(database)?;
+        self.log_line(dp, &report, storage_level, transfer_level, now)
+            .map_err(|error| format!("cannot write the CloudDP log: {error}"))?;
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finding(
+        &self,
+        dp: &FollowedDp,
+        kind: AlertKind,
+        limit: Limit,
+        measured: u64,
+        level: Level,
+        rate_per_day: Option<f64>,
+        now: i64,
+    ) -> Finding {
+        let (what, window_seconds) = match kind {
+            AlertKind::TransferThreshold => (
+                "transferred in the last 30 days",
+                u64::try_from(WINDOW_MS / 1000).unwrap_or(0),
+            ),
+            _ => ("stored", 0),
+        };
+        let next = match level {
+            Level::Normal => Some(Level::Warning),
+            Level::Warning => Some(Level::Critical),
+            Level::Critical => None,
+        };
+        let forecast_ms = match (next, rate_per_day) {
+            (Some(next), Some(rate)) => {
+                usage::forecast(measured, limit.level_bytes(next), rate, now)
+            }
+            _ => None,
+        };
+        let (severity, percent) = match level {
+            Level::Normal => (None, 0),
+            Level::Warning => (Some(Severity::Warning), limit.warning_percent),
+            Level::Critical => (Some(Severity::Critical), limit.critical_percent),
+        };
+        let forecast_text = forecast_ms
+            .map(|ms| {
+                format!(
+                    "; at the 7-day rate the next level is crossed around {}",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH
+                            + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                    )
+                )
+            })
+            .unwrap_or_default();
+        let message = match severity {
+            None => format!(
+                "{} {:.3} GB {what}, below the warning level of {}% of {} GB",
+                dp.name,
+                measured as f64 / GB as f64,
+                limit.warning_percent,
+                limit.threshold_bytes / GB
+            ),
+            Some(_) => format!(
+                "{} {:.3} GB {what}: at or above {percent}% of its {} GB threshold{forecast_text}",
+                dp.name,
+                measured as f64 / GB as f64,
+                limit.threshold_bytes / GB
+            ),
+        };
+        Finding {
+            dp_id: dp.id.clone(),
+            dp_name: dp.name.clone(),
+            kind,
+            severity,
+            message,
+            threshold_bytes: limit.threshold_bytes,
+            level_percent: percent,
+            measured_bytes: measured,
+            window_seconds,
+            forecast_ms,
+        }
+    }
+
+    /// The hourly transfer samples of a DP.
+    pub async fn samples(&self, dp_id: &str) -> Result<Vec<(i64, u64)>, sqlx::Error> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT hour_start_ms, transferred_bytes FROM usage_hours WHERE dp_id = ?1 ORDER BY hour_start_ms")
+                .bind(dp_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour, bytes)| (hour, u64::try_from(bytes).unwrap_or(0)))
+            .collect())
+    }
+
+    /// The hourly samples (transferred, stored) of a DP since `since_ms`.
+    pub async fn hours(
+        &self,
+        dp_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, u64, Option<u64>)>, sqlx::Error> {
+        let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT hour_start_ms, transferred_bytes, stored_bytes FROM usage_hours WHERE dp_id = ?1 AND hour_start_ms >= ?2 \
+             ORDER BY hour_start_ms",
+        )
+        .bind(dp_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(hour, transferred, stored)| {
+                (
+                    hour,
+                    u64::try_from(transferred).unwrap_or(0),
+                    stored.and_then(|value| u64::try_from(value).ok()),
+                )
+            })
+            .collect())
+    }
+
+    /// Appends one line to `CloudDP-<ServiceName>.log`, rotating it by size.
+    fn log_line(
+        &self,
+        dp: &FollowedDp,
+        report: &PullReport,
+        storage: Level,
+        transfer: Level,
+        now: i64,
+    ) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.log_dir)?;
+        let name = if dp.service_name.is_empty() {
+            dp.name.as_str()
+        } else {
+            dp.service_name.as_str()
+        };
+        let path = self.log_dir.join(format!("CloudDP-{name}.log"));
+        if std::fs::metadata(&path)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0)
+            >= self.log_max_bytes
+        {
+            for generation in (1..LOG_GENERATIONS).rev() {
+                let from = path.with_extension(format!("log.{generation}"));
+                if from.exists() {
+                    std::fs::rename(
+                        &from,
+                        path.with_extension(format!("log.{}", generation + 1)),
+                    )?;
+                }
+            }
+            std::fs::rename(&path, path.with_extension("log.1"))?;
+        }
+        let thresholds = &dp.thresholds;
+        let line = format!(
+            "{} transferred={} transferred_30d={} stored={} storage_threshold_gb={} storage_levels={}%/{}% transfer_threshold_gb={} transfer_levels={}%/{}% storage={} transfer={}\n",
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0))
+            ),
+            report.transferred,
+            report.transferred_30d,
+            report.stored,
+            thresholds.storage_alert_gb,
+            thresholds.storage_warning_percent,
+            thresholds.storage_critical_percent,
+            thresholds.transfer_alert_gb,
+            thresholds.transfer_warning_percent,
+            thresholds.transfer_critical_percent,
+            storage.as_str(),
+            transfer.as_str()
+        );
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?
+            .write_all(line.as_bytes())
+    }
+}

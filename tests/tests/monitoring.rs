@@ -1,0 +1,370 @@
+//! The monitoring service end to end: downloads from an Azurite-backed cloud DP are logged by the content
+//! endpoint, pulled every second, written to `CloudDP-<ServiceName>.log`, and push the 30-day transfer past
+//! warning then critical (thresholds set low); `clouddp alerts watch` sees raised → escalated, and, across a
+//! restart of the monitoring service, resumes with its cursor; the window sliding (the monitoring clock moved
+//! 31 days on) resolves the transfer alert; removing the content resolves the storage alert.
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clouddp_e2e::azurite::{ACCOUNT, Azurite};
+use clouddp_e2e::certs::{Validity, self_signed};
+use clouddp_e2e::console::{self, ConsoleOutput, TEST_SUBSCRIPTION};
+use clouddp_e2e::content::write_random_file;
+use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
+use clouddp_proto::v1 as pb;
+use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
+use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
+
+fn run(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
+    console::run(&manager.url(), &monitoring.url(), args).unwrap()
+}
+
+fn ok(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> serde_json::Value {
+    let mut with_json = args.to_vec();
+    with_json.extend(["-o", "json"]);
+    let output = run(manager, monitoring, &with_json);
+    assert_eq!(output.code, 0, "clouddp {args:?}: {output:?}");
+    output.json().unwrap()
+}
+
+/// The events `alerts watch` printed so far.
+type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+
+async fn wait_for(seen: &Seen, what: &str, check: impl Fn(&[serde_json::Value]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if check(&seen.lock().unwrap()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}: {:#?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn has(events: &[serde_json::Value], event: &str, kind: &str, severity: &str) -> bool {
+    events.iter().any(|item| {
+        item["event"] == event
+            && item["alert"]["kind"] == kind
+            && item["alert"]["severity"] == severity
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
+    let azurite = Azurite::start().await.unwrap();
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager).env(
+        "CLOUDDP_DM__CONTENT_ENDPOINT__USAGE_FLUSH_INTERVAL",
+        "300ms",
+    ))
+    .await
+    .unwrap();
+    let mut monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring)
+            .args(["--distribution-manager", &manager.url()])
+            .env("CLOUDDP_MON__PULL__INTERVAL", "1s"),
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let files = work.path();
+
+    // A cloud DP with low thresholds: transfer 1 GB (warning 1 % = 10 MB, critical 3 % = 30 MB), storage 1 GB
+    // (warning 2 % = 20 MB).
+    let management = self_signed("clouddp management", Validity::Current).unwrap();
+    let management_pfx = management
+        .write_pfx(files, "management", "pw", true)
+        .unwrap();
+    let service = self_signed("mon-cdp.contoso.test", Validity::Current).unwrap();
+    let (service_crt, service_key) = service.write_pem(files, "service").unwrap();
+    let endpoint = azurite.blob_endpoint();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            "mon-cdp",
+            "--subscription",
+            TEST_SUBSCRIPTION,
+            "--region",
+            "westeurope",
+            "--account",
+            ACCOUNT,
+            "--blob-endpoint",
+            &endpoint,
+            "--emulator",
+            "--management-cert",
+            management_pfx.to_str().unwrap(),
+            "--management-password",
+            "pw",
+            "--service-cert",
+            service_crt.to_str().unwrap(),
+            "--service-key",
+            service_key.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "set",
+            "mon-cdp",
+            "--transfer-threshold-gb",
+            "1",
+            "--transfer-warning-percent",
+            "1",
+            "--transfer-critical-percent",
+            "3",
+            "--storage-threshold-gb",
+            "1",
+            "--storage-warning-percent",
+            "2",
+        ],
+    );
+    let source = files.join("source");
+    write_random_file(&source.join("app.bin"), 24 << 20, 0).unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "add",
+            "--name",
+            "mon-app",
+            "--type",
+            "application",
+            "--source",
+            source.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "distribute",
+            "mon-app",
+            "--dp",
+            "mon-cdp",
+            "--wait",
+        ],
+    );
+
+    // Follow the alert stream from the start, as an admin would.
+    let seen: Seen = Arc::default();
+    let mut watcher = Command::new(clouddp_e2e::bin("clouddp"))
+        .args([
+            "--endpoint",
+            &manager.url(),
+            "--monitoring-endpoint",
+            &monitoring.url(),
+            "alerts",
+            "watch",
+            "-o",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let stdout = watcher.stdout.take().unwrap();
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                    seen.lock().unwrap().push(value);
+                }
+            }
+        });
+    }
+    wait_for(&seen, "the storage warning", |events| {
+        has(events, "raised", "storage_threshold", "warning")
+    })
+    .await;
+
+    // Downloads through the content endpoint.
+    let mut policy = ClientPolicyServiceClient::new(manager.channel());
+    policy
+        .create_client_settings(pb::CreateClientSettingsRequest {
+            settings: Some(pb::ClientSettings {
+                name: "Cloud".to_owned(),
+                priority: 1,
+                allow_cloud_distribution_points_for_devices: true,
+                device_ids: vec!["pc-1".to_owned()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let deployment = policy
+        .create_deployment(pb::CreateDeploymentRequest {
+            deployment: Some(pb::Deployment {
+                content_id: "mon-app".to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = ContentLocationServiceClient::new(manager.channel())
+        .locate_content(pb::LocateContentRequest {
+            device_id: "pc-1".to_owned(),
+            deployment_id: deployment.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let location = answer.locations[0].clone();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(service.cert_pem.as_bytes()).unwrap()])
+        .resolve("mon-cdp.contoso.test", manager.content_addr())
+        .build()
+        .unwrap();
+    let download = |megabytes: u64| {
+        let http = http.clone();
+        let location = location.clone();
+        async move {
+            let response = http
+                .get(&location.url)
+                .bearer_auth(&location.access_token)
+                .header("x-clouddp-client", "pc-1")
+                .header("range", format!("bytes=0-{}", megabytes * 1_000_000 - 1))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 206);
+            assert_eq!(
+                response.bytes().await.unwrap().len() as u64,
+                megabytes * 1_000_000
+            );
+        }
+    };
+    download(12).await;
+    wait_for(&seen, "the transfer warning", |events| {
+        has(events, "raised", "transfer_threshold", "warning")
+    })
+    .await;
+    download(20).await;
+    wait_for(&seen, "the transfer escalation", |events| {
+        has(events, "escalated", "transfer_threshold", "critical")
+    })
+    .await;
+
+    let alerts = ok(&manager, &monitoring, &["alerts", "list"]);
+    let transfer = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["kind"] == "transfer_threshold")
+        .unwrap()
+        .clone();
+    assert_eq!(transfer["severity"], "critical");
+    assert_eq!(transfer["threshold_bytes"], 1_000_000_000_u64);
+    assert_eq!(transfer["level_percent"], 3);
+    assert!(
+        transfer["measured_bytes"].as_u64().unwrap() >= 32_000_000,
+        "{transfer}"
+    );
+    assert_eq!(transfer["window_seconds"], 30 * 86_400);
+    assert!(
+        transfer["message"].as_str().unwrap().contains("30 days"),
+        "{transfer}"
+    );
+    let usage = ok(&manager, &monitoring, &["usage", "show", "mon-cdp"]);
+    assert!(
+        usage["transferred_bytes_30d"].as_u64().unwrap() >= 32_000_000,
+        "{usage}"
+    );
+    assert!(
+        usage["stored_bytes"].as_u64().unwrap() > 24 << 20,
+        "{usage}"
+    );
+    let chart = run(&manager, &monitoring, &["usage", "show", "mon-cdp"]);
+    assert!(
+        chart.stdout.contains("transferred per day") && chart.stdout.contains('#'),
+        "{chart:?}"
+    );
+
+    // The CloudDP log: one line per pull with the evaluation.
+    let log =
+        std::fs::read_to_string(monitoring.data_dir().join("logs/CloudDP-mon-cdp.log")).unwrap();
+    assert!(log.lines().count() >= 3, "{log}");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("transfer=critical")
+                && line.contains("transfer_threshold_gb=1")),
+        "{log}"
+    );
+
+    // Acknowledge and postpone go through the event stream too.
+    let id = transfer["id"].as_str().unwrap().to_owned();
+    ok(
+        &manager,
+        &monitoring,
+        &["alerts", "ack", &id, "--comment", "budget owner told"],
+    );
+    wait_for(&seen, "the acknowledgement", |events| {
+        events.iter().any(|event| event["event"] == "acknowledged")
+    })
+    .await;
+    let postpone_past = run(
+        &manager,
+        &monitoring,
+        &["alerts", "postpone", &id, "--until", "2001-01-01T00:00:00Z"],
+    );
+    assert_eq!(postpone_past.code, 1);
+    assert!(
+        postpone_past.stderr.contains("in the future"),
+        "{postpone_past:?}"
+    );
+
+    // The window slides: 31 days later the transfers are out of it; the watcher resumes across the restart.
+    monitoring.set_env("CLOUDDP_MON__PULL__CLOCK_OFFSET", "31days");
+    monitoring.restart().await.unwrap();
+    wait_for(&seen, "the transfer alert resolved", |events| {
+        has(events, "resolved", "transfer_threshold", "critical")
+    })
+    .await;
+    ok(
+        &manager,
+        &monitoring,
+        &["content", "remove", "mon-app", "--dp", "mon-cdp", "--yes"],
+    );
+    wait_for(&seen, "the storage alert resolved", |events| {
+        has(events, "resolved", "storage_threshold", "warning")
+    })
+    .await;
+
+    // Every event once, in order, across the reconnect.
+    let sequences: Vec<u64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|event| event["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sequences.windows(2).all(|pair| pair[0] < pair[1]),
+        "{sequences:?}"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(
+        monitoring.unexpected_errors().is_empty(),
+        "{:?}",
+        monitoring.unexpected_errors()
+    );
+}
