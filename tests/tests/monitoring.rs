@@ -310,6 +310,75 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         "{log}"
     );
 
+    // Enforcement (off by default): once on, crossing critical stops the DP; downloads are refused; content stays.
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "set",
+            "mon-cdp",
+            "--stop-on-transfer-critical",
+            "true",
+        ],
+    );
+    wait_for(&seen, "the enforcement alert", |events| {
+        events.iter().any(|event| {
+            event["event"] == "raised" && event["alert"]["kind"] == "service_stopped_by_enforcement"
+        })
+    })
+    .await;
+    let stopped = ok(&manager, &monitoring, &["dp", "show", "mon-cdp"]);
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert!(
+        stopped["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("enforcement"),
+        "{stopped}"
+    );
+    assert_eq!(stopped["content_count"], 1, "content stays");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let status = http
+            .get(&location.url)
+            .bearer_auth(&location.access_token)
+            .header("x-clouddp-client", "pc-1")
+            .header("range", "bytes=0-99")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still serving after enforcement: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for(&seen, "the service-not-active alert", |events| {
+        has(events, "raised", "service_not_active", "warning")
+    })
+    .await;
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "set",
+            "mon-cdp",
+            "--stop-on-transfer-critical",
+            "false",
+        ],
+    );
+    ok(&manager, &monitoring, &["dp", "start", "mon-cdp"]);
+    wait_for(&seen, "the service active again", |events| {
+        has(events, "resolved", "service_not_active", "warning")
+    })
+    .await;
+
     // Acknowledge and postpone go through the event stream too.
     let id = transfer["id"].as_str().unwrap().to_owned();
     ok(
@@ -367,4 +436,163 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         "{:?}",
         monitoring.unexpected_errors()
     );
+}
+
+/// Reads the alert stream from `cursor`, reconnecting after every break, until it has seen `until` (or the
+/// deadline passes); returns every sequence received, in order.
+async fn subscriber(url: String, until: Arc<std::sync::atomic::AtomicU64>) -> Vec<u64> {
+    use clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient;
+    let mut received = Vec::new();
+    let mut cursor = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let wanted = until.load(std::sync::atomic::Ordering::SeqCst);
+        if wanted > 0 && cursor >= wanted {
+            break;
+        }
+        let Ok(channel) = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let request = pb::SubscribeAlertsRequest {
+            after_sequence: cursor,
+            heartbeat_seconds: 1,
+            ..Default::default()
+        };
+        let Ok(stream) = MonitoringServiceClient::new(channel)
+            .subscribe_alerts(request)
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut stream = stream.into_inner();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), stream.message()).await {
+                Ok(Ok(Some(message))) => {
+                    if let Some(pb::alert_stream_message::Message::Event(event)) = message.message {
+                        received.push(event.sequence);
+                        cursor = event.sequence;
+                    }
+                    let wanted = until.load(std::sync::atomic::Ordering::SeqCst);
+                    if wanted > 0 && cursor >= wanted {
+                        return received;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_subscriber_sees_every_event_once_across_ten_kills() {
+    use clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient;
+    let mut azurite = Azurite::start().await.unwrap();
+    let (manager, mut monitoring) = {
+        let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
+            .await
+            .unwrap();
+        let monitoring = ServiceProcess::start(
+            ServiceSpec::new(ServiceKind::Monitoring)
+                .args(["--distribution-manager", &manager.url()])
+                .env("CLOUDDP_MON__PULL__INTERVAL", "1s"),
+        )
+        .await
+        .unwrap();
+        (manager, monitoring)
+    };
+    console::install_cloud_dp(&manager.url(), &monitoring.url(), &azurite, "burst-cdp").unwrap();
+    // The store goes away: the pull raises a subscription alert.
+    azurite.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert_id = loop {
+        let alerts = ok(&manager, &monitoring, &["alerts", "list"]);
+        if let Some(alert) = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|alert| alert["kind"] == "subscription")
+        {
+            assert!(
+                alert["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot read the usage"),
+                "{alert}"
+            );
+            break alert["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no subscription alert: {alerts}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let until = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = tokio::spawn(subscriber(monitoring.url(), until.clone()));
+    // A burst of 1,000 events (acknowledgements), with the monitoring service killed -9 ten times during it.
+    let mut acknowledged = 0;
+    let mut kills = 0;
+    while acknowledged < 1000 {
+        if acknowledged % 100 == 50 && kills < 10 {
+            monitoring.kill9();
+            kills += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            monitoring.restart().await.unwrap();
+        }
+        let Ok(channel) = tonic::transport::Endpoint::from_shared(monitoring.url())
+            .unwrap()
+            .connect()
+            .await
+        else {
+            continue;
+        };
+        let outcome = MonitoringServiceClient::new(channel)
+            .acknowledge_alert(pb::AcknowledgeAlertRequest {
+                id: alert_id.clone(),
+                comment: format!("ack {acknowledged}"),
+            })
+            .await;
+        if outcome.is_ok() {
+            acknowledged += 1;
+        }
+    }
+    assert_eq!(kills, 10);
+    // The newest sequence, from a heartbeat: the subscriber must reach it.
+    let newest = {
+        let channel = monitoring.channel();
+        let mut stream = MonitoringServiceClient::new(channel)
+            .subscribe_alerts(pb::SubscribeAlertsRequest {
+                after_sequence: u64::MAX - 1,
+                heartbeat_seconds: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        loop {
+            if let Some(pb::alert_stream_message::Message::Heartbeat(beat)) =
+                stream.message().await.unwrap().unwrap().message
+            {
+                break beat.latest_sequence;
+            }
+        }
+    };
+    until.store(newest, std::sync::atomic::Ordering::SeqCst);
+    let received = reader.await.unwrap();
+    assert!(
+        newest >= 1001,
+        "1,000 acknowledgements after the raise: {newest}"
+    );
+    let expected: Vec<u64> = (1..=newest).collect();
+    assert_eq!(
+        received.len(),
+        expected.len(),
+        "every sequence exactly once"
+    );
+    assert_eq!(received, expected, "in order, none skipped, none twice");
 }

@@ -344,6 +344,8 @@ impl Puller {
                 now,
             ));
         }
+        // Health: the cloud service must be active, and its certificates valid for 30 more days.
+        results.extend(self.health(dp, now).await);
         // The store answered: a subscription alert of this DP clears.
         results.push(Finding {
             dp_id: dp.id.clone(),
@@ -360,6 +362,13 @@ impl Puller {
         for finding in &results {
             self.alerts.apply(finding, now).await.map_err(database)?;
         }
+        if transfer_level == Level::Critical
+            && thresholds.stop_service_on_transfer_critical
+            && dp.state == "ready"
+        {
+            self.enforce(dp, report.transferred_30d, transfer, now)
+                .await;
+        }
         sqlx::query("UPDATE followed_distribution_points SET last_pull_time_ms = ?2 WHERE id = ?1")
             .bind(&dp.id)
             .bind(now)
@@ -369,6 +378,165 @@ impl Puller {
         self.log_line(dp, &report, storage_level, transfer_level, now)
             .map_err(|error| format!("cannot write the CloudDP log: {error}"))?;
         Ok(report)
+    }
+
+    /// The optional enforcement: stops the DP's service through the distribution manager, and says so.
+    async fn enforce(&self, dp: &FollowedDp, measured: u64, limit: Limit, now: i64) {
+        let reason = format!(
+            "stopped by enforcement: {:.3} GB transferred in 30 days reached the critical level ({}% of {} GB)",
+            measured as f64 / GB as f64,
+            limit.critical_percent,
+            limit.threshold_bytes / GB
+        );
+        let outcome = DistributionPointServiceClient::new(self.channel.clone())
+            .stop_service(pb::StopServiceRequest {
+                id: dp.id.clone(),
+                reason: reason.clone(),
+            })
+            .await;
+        let (severity, message) = match outcome {
+            Ok(_) => {
+                tracing::warn!(dp.name = %dp.name, %reason, "distribution point stopped by enforcement");
+                (
+                    Severity::Critical,
+                    format!(
+                        "{}: {reason}; clients cannot download from it until it is started again",
+                        dp.name
+                    ),
+                )
+            }
+            Err(status) => (
+                Severity::Critical,
+                format!(
+                    "{}: enforcement could not stop the service: {}",
+                    dp.name,
+                    status.message()
+                ),
+            ),
+        };
+        let finding = Finding {
+            dp_id: dp.id.clone(),
+            dp_name: dp.name.clone(),
+            kind: AlertKind::ServiceStoppedByEnforcement,
+            severity: Some(severity),
+            message,
+            threshold_bytes: limit.threshold_bytes,
+            level_percent: limit.critical_percent,
+            measured_bytes: measured,
+            window_seconds: u64::try_from(WINDOW_MS / 1000).unwrap_or(0),
+            forecast_ms: None,
+        };
+        if let Err(error) = self.alerts.apply(&finding, now).await {
+            tracing::warn!(%error, "cannot record the enforcement alert");
+        }
+    }
+
+    /// The service-state and certificate findings of a DP.
+    async fn health(&self, dp: &FollowedDp, now: i64) -> Vec<Finding> {
+        let blank = |kind: AlertKind, severity: Option<Severity>, message: String| Finding {
+            dp_id: dp.id.clone(),
+            dp_name: dp.name.clone(),
+            kind,
+            severity,
+            message,
+            threshold_bytes: 0,
+            level_percent: 0,
+            measured_bytes: 0,
+            window_seconds: 0,
+            forecast_ms: None,
+        };
+        let Ok(current) = DistributionPointServiceClient::new(self.channel.clone())
+            .get_distribution_point(pb::GetDistributionPointRequest { id: dp.id.clone() })
+            .await
+            .map(tonic::Response::into_inner)
+        else {
+            return Vec::new();
+        };
+        let mut findings = Vec::new();
+        let state = current.state();
+        if state == pb::DistributionPointState::Ready {
+            findings.push(blank(
+                AlertKind::ServiceStoppedByEnforcement,
+                None,
+                format!("{} was started again", dp.name),
+            ));
+        }
+        findings.push(if state == pb::DistributionPointState::Ready {
+            blank(
+                AlertKind::ServiceNotActive,
+                None,
+                format!("{} is active again", dp.name),
+            )
+        } else {
+            blank(
+                AlertKind::ServiceNotActive,
+                Some(Severity::Warning),
+                format!(
+                    "the cloud service of {} is not active: {}{}",
+                    dp.name,
+                    state
+                        .as_str_name()
+                        .trim_start_matches("DISTRIBUTION_POINT_STATE_")
+                        .to_ascii_lowercase(),
+                    if current.state_reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", current.state_reason)
+                    }
+                ),
+            )
+        });
+        let soon = now + 30 * 24 * HOUR_MS;
+        let mut worst: Option<(Severity, String)> = None;
+        for certificate in &current.certificates {
+            let not_after = certificate
+                .not_after
+                .as_ref()
+                .map(clouddp_proto::convert::ms_from_timestamp)
+                .unwrap_or(i64::MAX);
+            let when = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + Duration::from_millis(u64::try_from(not_after).unwrap_or(0)),
+            );
+            let found = if not_after <= now {
+                Some((
+                    Severity::Critical,
+                    format!(
+                        "the certificate {} ({}) of {} expired on {when}",
+                        certificate.subject, certificate.thumbprint, dp.name
+                    ),
+                ))
+            } else if not_after <= soon {
+                Some((
+                    Severity::Warning,
+                    format!(
+                        "the certificate {} ({}) of {} expires on {when}; import a new one",
+                        certificate.subject, certificate.thumbprint, dp.name
+                    ),
+                ))
+            } else {
+                None
+            };
+            if let Some(found) = found
+                && worst
+                    .as_ref()
+                    .is_none_or(|(severity, _)| found.0 > *severity)
+            {
+                worst = Some(found);
+            }
+        }
+        findings.push(match worst {
+            Some((severity, message)) => blank(AlertKind::Certificate, Some(severity), message),
+            None => blank(
+                AlertKind::Certificate,
+                None,
+                format!(
+                    "the certificates of {} are valid for 30 days or more",
+                    dp.name
+                ),
+            ),
+        });
+        findings
     }
 
     #[allow(clippy::too_many_arguments)]
