@@ -471,19 +471,15 @@ async fn subscriber(url: String, until: Arc<std::sync::atomic::AtomicU64>) -> Ve
             continue;
         };
         let mut stream = stream.into_inner();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(3), stream.message()).await {
-                Ok(Ok(Some(message))) => {
-                    if let Some(pb::alert_stream_message::Message::Event(event)) = message.message {
-                        received.push(event.sequence);
-                        cursor = event.sequence;
-                    }
-                    let wanted = until.load(std::sync::atomic::Ordering::SeqCst);
-                    if wanted > 0 && cursor >= wanted {
-                        return received;
-                    }
-                }
-                _ => break,
+        // A heartbeat comes every second: three silent seconds mean the stream broke.
+        while let Ok(Ok(Some(message))) = tokio::time::timeout(Duration::from_secs(3), stream.message()).await {
+            if let Some(pb::alert_stream_message::Message::Event(event)) = message.message {
+                received.push(event.sequence);
+                cursor = event.sequence;
+            }
+            let wanted = until.load(std::sync::atomic::Ordering::SeqCst);
+            if wanted > 0 && cursor >= wanted {
+                return received;
             }
         }
     }
