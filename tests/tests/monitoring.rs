@@ -472,7 +472,9 @@ async fn subscriber(url: String, until: Arc<std::sync::atomic::AtomicU64>) -> Ve
         };
         let mut stream = stream.into_inner();
         // A heartbeat comes every second: three silent seconds mean the stream broke.
-        while let Ok(Ok(Some(message))) = tokio::time::timeout(Duration::from_secs(3), stream.message()).await {
+        while let Ok(Ok(Some(message))) =
+            tokio::time::timeout(Duration::from_secs(3), stream.message()).await
+        {
             if let Some(pb::alert_stream_message::Message::Event(event)) = message.message {
                 received.push(event.sequence);
                 cursor = event.sequence;
