@@ -68,7 +68,8 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
     let mut monitoring = ServiceProcess::start(
         ServiceSpec::new(ServiceKind::Monitoring)
             .args(["--distribution-manager", &manager.url()])
-            .env("CLOUDDP_MON__PULL__INTERVAL", "1s"),
+            .env("CLOUDDP_MON__PULL__INTERVAL", "1s")
+            .env("CLOUDDP_MON__PULL__LOG_MAX_BYTES", "600"),
     )
     .await
     .unwrap();
@@ -299,17 +300,6 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         "{chart:?}"
     );
 
-    // The CloudDP log: one line per pull with the evaluation.
-    let log =
-        std::fs::read_to_string(monitoring.data_dir().join("logs/CloudDP-mon-cdp.log")).unwrap();
-    assert!(log.lines().count() >= 3, "{log}");
-    assert!(
-        log.lines()
-            .any(|line| line.contains("transfer=critical")
-                && line.contains("transfer_threshold_gb=1")),
-        "{log}"
-    );
-
     // Enforcement (off by default): once on, crossing critical stops the DP; downloads are refused; content stays.
     ok(
         &manager,
@@ -417,6 +407,37 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         has(events, "resolved", "storage_threshold", "warning")
     })
     .await;
+
+    // The CloudDP log: one line per pull with the evaluation, rotated by size (600 bytes here, 5 kept).
+    let logs = monitoring.data_dir().join("logs");
+    let log: String = [
+        "CloudDP-mon-cdp.log.5",
+        "CloudDP-mon-cdp.log.4",
+        "CloudDP-mon-cdp.log.3",
+        "CloudDP-mon-cdp.log.2",
+        "CloudDP-mon-cdp.log.1",
+        "CloudDP-mon-cdp.log",
+    ]
+    .iter()
+    .filter_map(|name| std::fs::read_to_string(logs.join(name)).ok())
+    .collect();
+    assert!(
+        logs.join("CloudDP-mon-cdp.log.1").exists(),
+        "rotated by size"
+    );
+    assert!(
+        std::fs::metadata(logs.join("CloudDP-mon-cdp.log"))
+            .unwrap()
+            .len()
+            < 600 + 400
+    );
+    assert!(log.lines().count() >= 3, "{log}");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("transfer=critical")
+                && line.contains("transfer_threshold_gb=1")),
+        "{log}"
+    );
 
     // Every event once, in order, across the reconnect.
     let sequences: Vec<u64> = seen

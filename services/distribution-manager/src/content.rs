@@ -228,7 +228,7 @@ pub async fn register(
     }
     let (size_bytes, sha256, chunk_hashes) = hasher.finish();
 
-    let mut transaction = pool.begin().await?;
+    let mut transaction = clouddp_platform::db::write_transaction(pool).await?;
     let existing: Option<(String, i64)> = sqlx::query_as(
         "SELECT content_id, MAX(version) FROM content_versions WHERE name = ?1 GROUP BY content_id",
     )

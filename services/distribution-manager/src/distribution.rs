@@ -311,7 +311,7 @@ impl Distributor {
         }
         let bytes_total = content.layout()?.sealed_len();
         let now = now_ms();
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(self.pool()).await?;
         for group_id in &group_ids {
             sqlx::query("INSERT OR IGNORE INTO dp_group_contents (group_id, content_version_id) VALUES (?1, ?2)")
                 .bind(group_id)
@@ -385,7 +385,7 @@ impl Distributor {
                 .abort(&content.store_path())
                 .await
                 .map_err(store_error)?;
-            let mut transaction = self.pool().begin().await?;
+            let mut transaction = clouddp_platform::db::write_transaction(self.pool()).await?;
             sqlx::query(
                 "DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2",
             )
@@ -443,7 +443,7 @@ impl Distributor {
         let existed = store.head(&path).await.map_err(store_error)?.is_some();
         store.delete(&path).await.map_err(store_error)?;
         store.abort(&path).await.map_err(store_error)?;
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(self.pool()).await?;
         for statement in [
             "DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2",
             "DELETE FROM distributions WHERE content_version_id = ?1 AND dp_id = ?2",
@@ -813,7 +813,7 @@ impl Distributor {
                 joined.map_err(|error| DmError::Internal(format!("part task: {error}")))?;
             let (index, token, sealed_len) = result?;
             // One commit per part: the staged part and the progress it makes.
-            let mut transaction = self.pool().begin().await?;
+            let mut transaction = clouddp_platform::db::write_transaction(self.pool()).await?;
             sqlx::query(
                 "INSERT OR REPLACE INTO distribution_parts (content_version_id, dp_id, part_index, token) \
                  VALUES (?1, ?2, ?3, ?4)",

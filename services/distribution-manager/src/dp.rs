@@ -338,7 +338,7 @@ impl DistributionManager {
             }
             None => {
                 let now = now_ms();
-                let mut transaction = self.pool.begin().await?;
+                let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
                 let management = self
                     .resolve_certificate(
                         &mut transaction,
@@ -466,7 +466,7 @@ impl DistributionManager {
             Some(dp) => Some(self.cloud_dp(dp).await?),
             None => None,
         };
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         let info = self
             .resolve_certificate(&mut transaction, CertKind::Management, choice)
             .await?;
@@ -489,7 +489,7 @@ impl DistributionManager {
         choice: &CertChoice,
     ) -> DmResult<CertInfo> {
         let dp = self.cloud_dp(dp).await?;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         let info = self
             .resolve_certificate(&mut transaction, CertKind::Service, choice)
             .await?;
@@ -685,7 +685,7 @@ impl DistributionManager {
         if dp.kind == DpKind::Cloud {
             store.delete_container().await.map_err(store_error)?;
         }
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         for statement in [
             "DELETE FROM distribution_parts WHERE dp_id = ?1",
             "DELETE FROM distributions WHERE dp_id = ?1",
@@ -735,7 +735,7 @@ impl DistributionManager {
             None => dp.address.clone(),
         };
         let now = now_ms();
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         let revision = next_revision(&mut transaction).await?;
         sqlx::query(
             "UPDATE distribution_points SET thresholds = ?2, instances = ?3, boundary_groups = ?4, address = ?5, \
@@ -769,7 +769,7 @@ impl DistributionManager {
     /// Sets a DP's state and reason, bumping its revision and telling watchers.
     pub async fn set_state(&self, id: &str, state: DpState, reason: &str) -> DmResult<DpRecord> {
         let now = now_ms();
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         let revision = next_revision(&mut transaction).await?;
         sqlx::query(
             "UPDATE distribution_points SET state = ?2, state_reason = ?3, update_time_ms = ?4, revision = ?5 WHERE id = ?1",
@@ -850,7 +850,7 @@ impl DistributionManager {
     /// Registers an on-premises or internet-facing DP.
     pub async fn register(&self, request: NewOnPremDp) -> DmResult<DpRecord> {
         let now = now_ms();
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         let revision = next_revision(&mut transaction).await?;
         let record = DpRecord {
             id: format!("dp-{}", uuid::Uuid::new_v4()),

@@ -177,7 +177,7 @@ impl Policy {
             )
             .into());
         }
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         sqlx::query(
             "INSERT INTO client_settings (id, name, priority, allow_cloud_devices, allow_cloud_users, update_time_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET name = ?2, priority = ?3, \

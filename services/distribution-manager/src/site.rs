@@ -240,7 +240,7 @@ impl Site {
         }
         self.ensure_empty().await?;
 
-        let mut transaction = self.pool().begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(self.pool()).await?;
         let mut current: Option<(String, Vec<String>, Vec<bool>)> = None;
         let mut summary = RestoreSummary::default();
         for line in &lines[1..] {

@@ -67,7 +67,7 @@ impl TokenKeys {
         let id = format!("k{}", uuid::Uuid::now_v7().simple());
         let (key, pkcs8) = SigningKey::generate(&id).map_err(internal)?;
         let sealed = self.site_key.wrap(&pkcs8, &id)?;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         sqlx::query("UPDATE signing_keys SET current = 0")
             .execute(&mut *transaction)
             .await?;

@@ -172,7 +172,7 @@ impl Alerts {
     /// Applies a finding at `now_ms`: raises, escalates, de-escalates or resolves the open alert of its
     /// condition, or does nothing when nothing changed. Returns the event, committed and broadcast.
     pub async fn apply(&self, finding: &Finding, now_ms: i64) -> Result<Option<AlertEvent>> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         let open = sqlx::query(
             "SELECT * FROM alerts WHERE dp_id = ?1 AND kind = ?2 AND state <> 'resolved'",
         )
@@ -316,7 +316,7 @@ impl Alerts {
         comment: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<AlertEvent>> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         let Some(mut alert) = sqlx::query("SELECT * FROM alerts WHERE id = ?1")
             .bind(id)
             .fetch_optional(&mut *transaction)

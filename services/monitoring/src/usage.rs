@@ -254,7 +254,9 @@ impl Puller {
                         }
                     }
                 }
-                let mut transaction = self.pool.begin().await.map_err(database)?;
+                let mut transaction = clouddp_platform::db::write_transaction(&self.pool)
+                    .await
+                    .map_err(database)?;
                 sqlx::query("INSERT INTO usage_objects (dp_id, path, hour_ms) VALUES (?1, ?2, ?3)")
                     .bind(&dp.id)
                     .bind(&object.path)

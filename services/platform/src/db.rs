@@ -75,3 +75,12 @@ pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> DbResult<SqlitePoo
         })?;
     Ok(pool)
 }
+
+/// Begins a transaction that will write: `BEGIN IMMEDIATE` takes the write lock at once, waiting for another
+/// writer up to the busy timeout. A deferred transaction that reads first and writes later can instead fail
+/// at once with "database is locked" when another connection wrote in between (WAL snapshots cannot upgrade).
+pub async fn write_transaction(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
