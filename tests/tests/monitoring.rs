@@ -65,25 +65,40 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
     ))
     .await
     .unwrap();
-    let mut monitoring = ServiceProcess::start(
-        ServiceSpec::new(ServiceKind::Monitoring)
-            .args(["--distribution-manager", &manager.url()])
-            .env("CLOUDDP_MON__PULL__INTERVAL", "1s")
-            .env("CLOUDDP_MON__PULL__LOG_MAX_BYTES", "600"),
-    )
-    .await
-    .unwrap();
     let work = tempfile::tempdir().unwrap();
     let files = work.path();
-
-    // A cloud DP with low thresholds: transfer 1 GB (warning 1 % = 10 MB, critical 3 % = 30 MB), storage 1 GB
-    // (warning 2 % = 20 MB).
     let management = self_signed("clouddp management", Validity::Current).unwrap();
     let management_pfx = management
         .write_pfx(files, "management", "pw", true)
         .unwrap();
     let service = self_signed("mon-cdp.contoso.test", Validity::Current).unwrap();
     let (service_crt, service_key) = service.write_pem(files, "service").unwrap();
+    // The monitoring service also probes the DP's content endpoint, trusting its service certificate.
+    let probing = |port: u16| {
+        ServiceSpec::new(ServiceKind::Monitoring)
+            .args(["--distribution-manager", &manager.url()])
+            .env("CLOUDDP_MON__PULL__INTERVAL", "1s")
+            .env("CLOUDDP_MON__PULL__LOG_MAX_BYTES", "600")
+            .env("CLOUDDP_MON__PULL__PROBE_CONTENT_ENDPOINTS", "true")
+            .env(
+                "CLOUDDP_MON__PULL__CONTENT_ENDPOINT_PORT",
+                &port.to_string(),
+            )
+            .env(
+                "CLOUDDP_MON__PULL__CONTENT_ENDPOINT_CA",
+                service_crt.to_str().unwrap(),
+            )
+            .env(
+                "CLOUDDP_MON__PULL__CONTENT_ENDPOINT_RESOLVE",
+                "mon-cdp.contoso.test=127.0.0.1",
+            )
+    };
+    let mut monitoring = ServiceProcess::start(probing(manager.content_addr().port()))
+        .await
+        .unwrap();
+
+    // A cloud DP with low thresholds: transfer 1 GB (warning 1 % = 10 MB, critical 3 % = 30 MB), storage 1 GB
+    // (warning 2 % = 20 MB).
     let endpoint = azurite.blob_endpoint();
     ok(
         &manager,
@@ -380,6 +395,25 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         events.iter().any(|event| event["event"] == "acknowledged")
     })
     .await;
+    let storage_id = ok(&manager, &monitoring, &["alerts", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["kind"] == "storage_threshold")
+        .map(|alert| alert["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let postponed = ok(
+        &manager,
+        &monitoring,
+        &["alerts", "postpone", &storage_id, "--until", "2s"],
+    );
+    assert_eq!(postponed["state"], "postponed");
+    wait_for(&seen, "the postponed alert active again", |events| {
+        events.iter().any(|event| {
+            event["event"] == "reactivated" && event["alert"]["id"] == storage_id.as_str()
+        })
+    })
+    .await;
     let postpone_past = run(
         &manager,
         &monitoring,
@@ -437,6 +471,44 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
             .any(|line| line.contains("transfer=critical")
                 && line.contains("transfer_threshold_gb=1")),
         "{log}"
+    );
+
+    // A content endpoint that does not answer: "service not active", critical, saying why.
+    let closed_port = clouddp_e2e::free_port();
+    let blind = ServiceProcess::start(probing(closed_port)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = ok(&manager, &blind, &["alerts", "list"]);
+        if let Some(alert) = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|alert| alert["kind"] == "service_not_active")
+        {
+            assert_eq!(alert["severity"], "critical", "{alert}");
+            assert!(
+                alert["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("fails its health check"),
+                "{alert}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failing probe raised nothing: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let healthy = ok(&manager, &monitoring, &["alerts", "list"]);
+    assert!(
+        !healthy
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|alert| alert["kind"] == "service_not_active"),
+        "the answering endpoint raises nothing: {healthy}"
     );
 
     // Every event once, in order, across the reconnect.

@@ -345,6 +345,40 @@ impl Alerts {
         Ok(Some(event))
     }
 
+    /// Makes postponed alerts whose time came active again; returns their events.
+    pub async fn wake_postponed(&self, now_ms: i64) -> Result<Vec<AlertEvent>> {
+        let due: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM alerts WHERE state = 'postponed' AND postponed_until_ms <= ?1 ORDER BY postponed_until_ms",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = Vec::with_capacity(due.len());
+        for id in due {
+            let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+            let Some(mut alert) =
+                sqlx::query("SELECT * FROM alerts WHERE id = ?1 AND state = 'postponed'")
+                    .bind(&id)
+                    .fetch_optional(&mut *transaction)
+                    .await?
+                    .map(|row| decode(&row))
+                    .transpose()?
+            else {
+                continue;
+            };
+            alert.state = "active".to_owned();
+            alert.postponed_until_ms = None;
+            alert.update_ms = now_ms;
+            let event = self
+                .write(&mut transaction, "reactivated", alert, now_ms)
+                .await?;
+            transaction.commit().await?;
+            let _ = self.live.send(event.clone());
+            events.push(event);
+        }
+        Ok(events)
+    }
+
     /// One alert.
     pub async fn get(&self, id: &str) -> Result<Option<Alert>> {
         sqlx::query("SELECT * FROM alerts WHERE id = ?1")

@@ -101,6 +101,16 @@ pub struct PullSettings {
     /// Moves the service's clock forward, for tests of the sliding 30-day window (`0s` in production).
     #[serde(with = "clouddp_platform::config::duration_text")]
     pub clock_offset: Duration,
+    /// Probe each cloud DP's content endpoint (`https://<service FQDN>:<port>/healthz`) on every pull and raise
+    /// "service not active" when it fails. Off by default: it needs the FQDNs to resolve from this host.
+    pub probe_content_endpoints: bool,
+    /// The port the content endpoints answer on.
+    pub content_endpoint_port: u16,
+    /// Extra PEM CA certificates that issued the DPs' service certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_endpoint_ca: Option<PathBuf>,
+    /// Address overrides for the probe, `host=ip,host=ip` (split DNS, tests).
+    pub content_endpoint_resolve: String,
 }
 
 impl Default for PullSettings {
@@ -110,6 +120,10 @@ impl Default for PullSettings {
             log_dir: None,
             log_max_bytes: 1 << 20,
             clock_offset: Duration::ZERO,
+            probe_content_endpoints: false,
+            content_endpoint_port: 443,
+            content_endpoint_ca: None,
+            content_endpoint_resolve: String::new(),
         }
     }
 }

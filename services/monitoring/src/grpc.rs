@@ -488,6 +488,7 @@ fn event_to_pb(event: &AlertEvent) -> pb::AlertEvent {
             "postponed" => pb::AlertEventType::Postponed,
             "acknowledged" => pb::AlertEventType::Acknowledged,
             "resolved" => pb::AlertEventType::Resolved,
+            "reactivated" => pb::AlertEventType::Reactivated,
             _ => pb::AlertEventType::Unspecified,
         }
         .into(),

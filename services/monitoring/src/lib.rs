@@ -61,6 +61,15 @@ pub async fn run(
             .unwrap_or_else(|| data_dir.join("logs")),
         pull.log_max_bytes,
         pull.clock_offset,
+        if pull.probe_content_endpoints {
+            Some(usage::Probe::new(
+                pull.content_endpoint_port,
+                pull.content_endpoint_ca.as_deref(),
+                &pull.content_endpoint_resolve,
+            )?)
+        } else {
+            None
+        },
     ));
     let pull_task = tokio::spawn(puller.clone().run(shutdown.clone()));
 

@@ -48,6 +48,63 @@ pub struct Puller {
     log_dir: PathBuf,
     log_max_bytes: u64,
     clock_offset_ms: i64,
+    probe: Option<Probe>,
+}
+
+/// The content endpoint health probe.
+#[derive(Debug)]
+pub struct Probe {
+    http: reqwest::Client,
+    port: u16,
+}
+
+impl Probe {
+    /// A probe of `port`, trusting `ca` besides the system roots, with address overrides `host=ip,…`.
+    pub fn new(port: u16, ca: Option<&std::path::Path>, resolve: &str) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", ca.display()))?;
+            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
+        for pair in resolve
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+        {
+            let (host, ip) = pair.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("[pull] content_endpoint_resolve {pair:?}: write host=ip")
+            })?;
+            let ip: std::net::IpAddr = ip.parse().map_err(|_| {
+                anyhow::anyhow!("[pull] content_endpoint_resolve {pair:?}: bad address")
+            })?;
+            builder = builder.resolve(host, std::net::SocketAddr::new(ip, port));
+        }
+        Ok(Self {
+            http: builder.build()?,
+            port,
+        })
+    }
+
+    /// `Err` with what failed when `fqdn`'s content endpoint is not healthy.
+    async fn check(&self, fqdn: &str) -> Result<(), String> {
+        let url = format!("https://{fqdn}:{}/healthz", self.port);
+        match self.http.get(&url).send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("{url} answered {}", response.status())),
+            Err(error) => {
+                let mut text = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(inner) = source {
+                    text = format!("{text}: {inner}");
+                    source = inner.source();
+                }
+                Err(format!("{url}: {text}"))
+            }
+        }
+    }
 }
 
 /// The outcome of one pull of one DP.
@@ -94,6 +151,7 @@ impl Puller {
         log_dir: PathBuf,
         log_max_bytes: u64,
         clock_offset: Duration,
+        probe: Option<Probe>,
     ) -> Self {
         Self {
             pool,
@@ -104,6 +162,7 @@ impl Puller {
             log_dir,
             log_max_bytes,
             clock_offset_ms: i64::try_from(clock_offset.as_millis()).unwrap_or(0),
+            probe,
         }
     }
 
@@ -120,6 +179,9 @@ impl Puller {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.alerts.wake_postponed(self.now()).await {
+                tracing::warn!(%error, "cannot reactivate postponed alerts");
             }
             let dps = match self.follower.list().await {
                 Ok(dps) => dps,
@@ -463,7 +525,26 @@ impl Puller {
                 format!("{} was started again", dp.name),
             ));
         }
-        findings.push(if state == pb::DistributionPointState::Ready {
+        let probe_failure = match (
+            &self.probe,
+            state == pb::DistributionPointState::Ready,
+            &current.cloud,
+        ) {
+            (Some(probe), true, Some(cloud)) if !cloud.service_fqdn.is_empty() => {
+                probe.check(&cloud.service_fqdn).await.err()
+            }
+            _ => None,
+        };
+        findings.push(if let Some(failure) = probe_failure {
+            blank(
+                AlertKind::ServiceNotActive,
+                Some(Severity::Critical),
+                format!(
+                    "the content endpoint of {} fails its health check: {failure}",
+                    dp.name
+                ),
+            )
+        } else if state == pb::DistributionPointState::Ready {
             blank(
                 AlertKind::ServiceNotActive,
                 None,
