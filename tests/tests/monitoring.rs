@@ -175,6 +175,30 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         ],
     );
 
+    // The monitoring service reads the store with a read-and-list SAS, never the account key.
+    let access =
+        clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient::new(
+            manager.channel(),
+        )
+        .get_store_access(pb::GetStoreAccessRequest {
+            id: "mon-cdp".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match access
+        .credential
+        .and_then(|credential| credential.credential)
+    {
+        Some(pb::storage_credential::Credential::SasToken(token)) => {
+            assert!(
+                token.contains("sp=rl") && token.contains("sr=c") && token.contains("sig="),
+                "{token}"
+            );
+        }
+        other => panic!("expected a read-only SAS, got {other:?}"),
+    }
+
     // Follow the alert stream from the start, as an admin would.
     let seen: Seen = Arc::default();
     let mut watcher = Command::new(clouddp_e2e::bin("clouddp"))

@@ -216,3 +216,97 @@ async fn azure_store_refuses_a_wrong_key_clearly() {
     assert!(matches!(error, StoreError::Denied(_)), "{error:?}");
     assert!(!error.is_retryable());
 }
+
+#[tokio::test]
+async fn azure_store_works_with_a_container_sas_and_a_read_only_one_refuses_writes() {
+    use clouddp_platform::store::container_sas;
+    let azurite = Azurite::start().await.unwrap();
+    let owner = azure(&azurite, "sas-scoped");
+    owner.ensure_container().await.unwrap();
+    let expiry = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+    let with_sas = |permissions: &str| {
+        let token = container_sas(
+            clouddp_e2e::azurite::ACCOUNT,
+            "sas-scoped",
+            clouddp_e2e::azurite::ACCOUNT_KEY,
+            permissions,
+            expiry,
+        )
+        .unwrap();
+        AzureStore::new(AzureStoreConfig {
+            account: clouddp_e2e::azurite::ACCOUNT.to_owned(),
+            container: "sas-scoped".to_owned(),
+            endpoint: azurite.blob_endpoint(),
+            credential: AzureCredential::Sas(token),
+        })
+        .unwrap()
+    };
+    // Read, add, create, write, delete, list: the store works through the SAS, staged parts included.
+    let writer = with_sas("racwdl");
+    writer
+        .put(
+            "usage/a.jsonl",
+            bytes::Bytes::from_static(b"{\"bytes\":1}\n"),
+        )
+        .await
+        .unwrap();
+    let data = pattern(3 << 20, 7);
+    let first = writer
+        .put_part(
+            "content/x.sealed",
+            0,
+            0,
+            bytes::Bytes::copy_from_slice(&data[..2 << 20]),
+        )
+        .await
+        .unwrap();
+    let second = writer
+        .put_part(
+            "content/x.sealed",
+            1,
+            2 << 20,
+            bytes::Bytes::copy_from_slice(&data[2 << 20..]),
+        )
+        .await
+        .unwrap();
+    writer
+        .complete("content/x.sealed", &[first, second], data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(
+        writer
+            .get_range("content/x.sealed", 100..200)
+            .await
+            .unwrap()
+            .as_ref(),
+        &data[100..200]
+    );
+    // Read and list only: reads work, a write is refused as a permission problem (not retried).
+    let reader = with_sas("rl");
+    let listed: Vec<String> = reader
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|object| object.path)
+        .collect();
+    assert_eq!(listed, ["content/x.sealed", "usage/a.jsonl"]);
+    assert_eq!(
+        reader
+            .get_range("usage/a.jsonl", 0..4)
+            .await
+            .unwrap()
+            .as_ref(),
+        b"{\"by"
+    );
+    let refused = reader
+        .put("usage/b.jsonl", bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, clouddp_platform::store::StoreError::Denied(_)),
+        "{refused:?}"
+    );
+    writer.delete("usage/a.jsonl").await.unwrap();
+    owner.delete_container().await.unwrap();
+}

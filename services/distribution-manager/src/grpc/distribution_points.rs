@@ -502,26 +502,43 @@ impl DistributionPointService for DistributionPointGrpc {
     ) -> Result<Response<pb::StoreAccess>, Status> {
         let request = request.into_inner();
         let dp = self.manager.get(required_id(&request.id)?).await?;
-        let credential =
-            self.manager
-                .store_credential(&dp)
-                .await?
-                .map(|credential| pb::StorageCredential {
-                    credential: Some(match credential {
-                        CloudCredential::AccountKey(key) => {
-                            pb::storage_credential::Credential::AccountKey(key)
-                        }
-                        CloudCredential::SasToken(token) => {
-                            pb::storage_credential::Credential::SasToken(token)
-                        }
-                        CloudCredential::ManagedIdentity => {
-                            pb::storage_credential::Credential::ManagedIdentity(true)
-                        }
-                        CloudCredential::Emulator => {
-                            pb::storage_credential::Credential::Emulator(true)
-                        }
-                    }),
-                });
+        // Readers get a read-and-list SAS for the DP's container, valid one hour, never the account key.
+        let read_only_sas = |key: &str| -> Result<pb::storage_credential::Credential, Status> {
+            let Some(DpStore::AzureBlob {
+                account, container, ..
+            }) = &dp.store
+            else {
+                return Err(Status::internal(
+                    "a cloud credential without an Azure store",
+                ));
+            };
+            let expiry = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+            let token =
+                clouddp_platform::store::container_sas(account, container, key, "rl", expiry)
+                    .map_err(|error| {
+                        Status::failed_precondition(format!(
+                            "cannot sign a SAS for {}: {error}",
+                            dp.name
+                        ))
+                    })?;
+            Ok(pb::storage_credential::Credential::SasToken(token))
+        };
+        let credential = match self.manager.store_credential(&dp).await? {
+            None => None,
+            Some(CloudCredential::AccountKey(key)) => Some(read_only_sas(&key)?),
+            Some(CloudCredential::Emulator) => {
+                Some(read_only_sas(clouddp_platform::store::emulator_key())?)
+            }
+            Some(CloudCredential::SasToken(token)) => {
+                Some(pb::storage_credential::Credential::SasToken(token))
+            }
+            Some(CloudCredential::ManagedIdentity) => {
+                Some(pb::storage_credential::Credential::ManagedIdentity(true))
+            }
+        }
+        .map(|credential| pb::StorageCredential {
+            credential: Some(credential),
+        });
         Ok(Response::new(pb::StoreAccess {
             store: pb::DistributionPoint::from(&dp).store,
             distribution_point_id: dp.id,

@@ -11,7 +11,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-pub use azure::{AzureCredential, AzureStore, AzureStoreConfig, EMULATOR_ACCOUNT};
+pub use azure::{
+    AzureCredential, AzureStore, AzureStoreConfig, EMULATOR_ACCOUNT, container_sas, emulator_key,
+};
 pub use local::LocalFolderStore;
 
 /// What went wrong in a store.
