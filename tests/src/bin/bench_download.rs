@@ -400,7 +400,12 @@ async fn main() -> anyhow::Result<()> {
                 ContentLocationServiceClient::new(channels[worker % channels.len()].clone());
             let request = pb::LocateContentRequest {
                 device_id: format!("pc-{worker}"),
-                ip_address: format!("10.1.{}.{}", worker / 250, worker % 250 + 1),
+                ip_address: format!(
+                    "10.{}.{}.{}",
+                    (worker / 62_500) % 250 + 1,
+                    (worker / 250) % 250,
+                    worker % 250 + 1
+                ),
                 network: pb::ClientNetwork::Intranet.into(),
                 deployment_id: deployment.clone(),
                 ..Default::default()
