@@ -274,31 +274,61 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         .resolve("mon-cdp.contoso.test", manager.content_addr())
         .build()
         .unwrap();
-    let download = |megabytes: u64| {
-        let http = http.clone();
-        let location = location.clone();
-        async move {
-            let response = http
-                .get(&location.url)
-                .bearer_auth(&location.access_token)
-                .header("x-clouddp-client", "pc-1")
-                .header("range", format!("bytes=0-{}", megabytes * 1_000_000 - 1))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 206);
-            assert_eq!(
-                response.bytes().await.unwrap().len() as u64,
-                megabytes * 1_000_000
-            );
-        }
+    // The device downloads with the agent: one full download (25.2 MB sealed) passes the warning (10 MB), the
+    // second the critical level (30 MB).
+    let agent_get = |run: usize| {
+        let to = files.join(format!("got-{run}"));
+        let output = Command::new(clouddp_e2e::bin("clouddp-agent"))
+            .args([
+                "get",
+                &deployment.id,
+                "--to",
+                to.to_str().unwrap(),
+                "--device",
+                "pc-1",
+                "-o",
+                "json",
+            ])
+            .args(["--ca-cert", service_crt.to_str().unwrap()])
+            .args([
+                "--resolve",
+                &format!(
+                    "mon-cdp.contoso.test:{}:127.0.0.1",
+                    manager.content_addr().port()
+                ),
+            ])
+            .env("CLOUDDP_AGENT__ENDPOINT", manager.url())
+            .env("CLOUDDP_AGENT__CACHE_DIR", files.join("agent-cache"))
+            .env_remove("CLOUDDP_AGENT_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "agent: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["served_by"], "mon-cdp", "{report}");
+        assert_eq!(
+            std::fs::read(to.join("app.bin")).unwrap(),
+            std::fs::read(source.join("app.bin")).unwrap()
+        );
     };
-    download(12).await;
+    agent_get(1);
     wait_for(&seen, "the transfer warning", |events| {
         has(events, "raised", "transfer_threshold", "warning")
     })
     .await;
-    download(20).await;
+    assert!(
+        !has(
+            &seen.lock().unwrap(),
+            "escalated",
+            "transfer_threshold",
+            "critical"
+        ),
+        "one download stays below critical"
+    );
+    agent_get(2);
     wait_for(&seen, "the transfer escalation", |events| {
         has(events, "escalated", "transfer_threshold", "critical")
     })
