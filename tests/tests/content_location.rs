@@ -953,3 +953,127 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_endpoint_alone_serves_the_same_site() {
+    let site = Site::build(2).await;
+    // The endpoint role over the same data dir and site key, on its own port, with the on-premises certificate.
+    let port = clouddp_e2e::free_port();
+    let endpoint_cert = std::fs::read_dir(site.work.path().join("pki"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name == "content-endpoint.crt")
+        })
+        .unwrap();
+    let log = std::fs::File::create(site.work.path().join("endpoint-role.log")).unwrap();
+    let mut role = Command::new(clouddp_e2e::bin("clouddp-distribution-manager"))
+        .args([
+            "--role",
+            "content-endpoint",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--data-dir", &text(site.manager.data_dir())])
+        .env(
+            "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
+            text(&endpoint_cert),
+        )
+        .env(
+            "CLOUDDP_DM__CONTENT_ENDPOINT__PRIVATE_KEY",
+            text(&endpoint_cert.with_extension("key")),
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut builder = reqwest::Client::builder().tls_certs_only(
+        reqwest::Certificate::from_pem_bundle(&std::fs::read(&site.ca).unwrap()).unwrap(),
+    );
+    for name in ["onprem-a", "cdp-1"] {
+        builder = builder.resolve(
+            &format!("{name}.contoso.test"),
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        );
+    }
+    let http = builder.build().unwrap();
+    let answer = site
+        .locate("laptop-yes", "", "10.1.2.3", false, "fallback")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for name in ["onprem-a", "cdp-1"] {
+        let location = answer
+            .locations
+            .iter()
+            .find(|location| location.distribution_point_name == name)
+            .unwrap();
+        // Same path and token as on the manager's own endpoint, another port.
+        let url = location.url.replace(
+            &format!(":{}/", site.manager.content_addr().port()),
+            &format!(":{port}/"),
+        );
+        loop {
+            let response = http
+                .get(&url)
+                .bearer_auth(&location.access_token)
+                .header("x-clouddp-client", "laptop-yes")
+                .header("range", "bytes=0-1048607")
+                .send()
+                .await;
+            match response {
+                Ok(response) if response.status() == 206 => {
+                    assert_eq!(response.bytes().await.unwrap().len(), 1_048_608);
+                    break;
+                }
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the endpoint role does not serve {name}: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    // A stop on the control plane reaches the separate endpoint within a second.
+    ok(&site.manager, &["dp", "stop", "cdp-1"]);
+    let stopped = Instant::now();
+    let location = answer
+        .locations
+        .iter()
+        .find(|location| location.distribution_point_name == "cdp-1")
+        .unwrap();
+    let url = location.url.replace(
+        &format!(":{}/", site.manager.content_addr().port()),
+        &format!(":{port}/"),
+    );
+    loop {
+        let status = http
+            .get(&url)
+            .bearer_auth(&location.access_token)
+            .header("x-clouddp-client", "laptop-yes")
+            .header("range", "bytes=0-9")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(1),
+            "still {status} after a stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = role.kill();
+    let _ = role.wait();
+    let log = std::fs::read_to_string(site.work.path().join("endpoint-role.log")).unwrap();
+    assert!(log.contains("content endpoint only"), "{log}");
+    assert!(
+        !log.contains("gRPC server listening"),
+        "the endpoint role serves no gRPC: {log}"
+    );
+}
