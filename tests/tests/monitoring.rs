@@ -741,3 +741,75 @@ async fn a_resuming_subscriber_sees_every_event_once_across_ten_kills() {
     );
     assert_eq!(received, expected, "in order, none skipped, none twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_of_a_deleted_dp_are_resolved() {
+    let azurite = Azurite::start().await.unwrap();
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
+        .await
+        .unwrap();
+    let monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring)
+            .args(["--distribution-manager", &manager.url()])
+            .env("CLOUDDP_MON__PULL__INTERVAL", "1s"),
+    )
+    .await
+    .unwrap();
+    console::install_cloud_dp(&manager.url(), &monitoring.url(), &azurite, "gone-cdp").unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &["dp", "stop", "gone-cdp", "--reason", "maintenance"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let alerts = ok(&manager, &monitoring, &["alerts", "list"]);
+        if let Some(alert) = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|alert| alert["kind"] == "service_not_active")
+        {
+            assert!(
+                alert["message"].as_str().unwrap().contains("maintenance"),
+                "{alert}"
+            );
+            break alert["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no service-not-active alert: {alerts}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ok(
+        &manager,
+        &monitoring,
+        &["dp", "delete", "gone-cdp", "--yes"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alert = ok(&manager, &monitoring, &["alerts", "show", &id]);
+        if alert["state"] == "resolved" {
+            assert!(
+                alert["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no longer a distribution point"),
+                "{alert}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still open after the delete: {alert}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        ok(&manager, &monitoring, &["alerts", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -345,6 +345,36 @@ impl Alerts {
         Ok(Some(event))
     }
 
+    /// Resolves the open alerts of DPs that are no longer followed (deleted): nothing is left to watch.
+    pub async fn resolve_gone(&self, followed: &[String], now_ms: i64) -> Result<Vec<AlertEvent>> {
+        let open = self.list(false).await?;
+        let mut events = Vec::new();
+        for alert in open
+            .into_iter()
+            .filter(|alert| !followed.contains(&alert.dp_id))
+        {
+            let finding = Finding {
+                dp_id: alert.dp_id.clone(),
+                dp_name: alert.dp_name.clone(),
+                kind: alert.kind,
+                severity: None,
+                message: format!(
+                    "{} is no longer a distribution point of the site",
+                    alert.dp_name
+                ),
+                threshold_bytes: alert.threshold_bytes,
+                level_percent: alert.level_percent,
+                measured_bytes: alert.measured_bytes,
+                window_seconds: alert.window_seconds,
+                forecast_ms: None,
+            };
+            if let Some(event) = self.apply(&finding, now_ms).await? {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
     /// Makes postponed alerts whose time came active again; returns their events.
     pub async fn wake_postponed(&self, now_ms: i64) -> Result<Vec<AlertEvent>> {
         let due: Vec<String> = sqlx::query_scalar(

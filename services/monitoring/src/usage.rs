@@ -190,6 +190,13 @@ impl Puller {
                     continue;
                 }
             };
+            // Only once the follower has seen the distribution manager: an empty list at start means nothing.
+            if self.follower.status().await.connected {
+                let ids: Vec<String> = dps.iter().map(|dp| dp.id.clone()).collect();
+                if let Err(error) = self.alerts.resolve_gone(&ids, self.now()).await {
+                    tracing::warn!(%error, "cannot resolve the alerts of deleted distribution points");
+                }
+            }
             for dp in dps
                 .iter()
                 .filter(|dp| dp.kind == "cloud" && dp.state != "deleting")
