@@ -823,6 +823,14 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
     assert_eq!(failed.status.code(), Some(5), "{failed:?}");
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("edge (internet): HTTP 404"), "{stderr}");
+    let failure: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(failure["exit_code"], 5, "{failure}");
+    assert_eq!(
+        failure["failed"].as_array().unwrap().len(),
+        1,
+        "only the internet DP was tried: {failure}"
+    );
+    assert_eq!(failure["failed"][0]["distribution_point"], "edge");
     assert!(
         !stderr.contains("cdp-"),
         "no cloud DP for an internet client offered an internet DP: {stderr}"

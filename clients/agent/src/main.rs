@@ -234,6 +234,21 @@ fn main() -> ExitCode {
                 }
                 Err(error) => {
                     eprintln!("clouddp-agent: {error}");
+                    if output == Output::Json {
+                        // Scripts get the failure as JSON too, with every location that was tried.
+                        let attempts = match &error {
+                            clouddp_agent::get::GetError::AllLocationsFailed { attempts } => {
+                                attempts.clone()
+                            }
+                            _ => Vec::new(),
+                        };
+                        let value = serde_json::json!({
+                            "error": error.to_string(),
+                            "exit_code": error.exit_code(),
+                            "failed": attempts,
+                        });
+                        println!("{value}");
+                    }
                     ExitCode::from(error.exit_code())
                 }
             }
