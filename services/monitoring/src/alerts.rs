@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
+
+use crate::error::{MonError, MonResult};
 use tokio::sync::broadcast;
 
 /// How many events live subscribers may fall behind before they replay from the store instead.
@@ -151,11 +153,7 @@ pub struct Alerts {
     live: broadcast::Sender<AlertEvent>,
 }
 
-type Result<T> = std::result::Result<T, sqlx::Error>;
-
-fn json_error(error: serde_json::Error) -> sqlx::Error {
-    sqlx::Error::Decode(error.into())
-}
+type Result<T> = MonResult<T>;
 
 impl Alerts {
     /// Alerts in `pool`.
@@ -295,7 +293,7 @@ impl Alerts {
         )
         .bind(&alert.id)
         .bind(event_kind)
-        .bind(serde_json::to_string(&alert).map_err(json_error)?)
+        .bind(serde_json::to_string(&alert)?)
         .bind(now_ms)
         .fetch_one(&mut *transaction)
         .await?;
@@ -444,8 +442,7 @@ impl Alerts {
                 Ok(AlertEvent {
                     sequence: u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or_default(),
                     kind: row.try_get("type")?,
-                    alert: serde_json::from_str(&row.try_get::<String, _>("alert")?)
-                        .map_err(json_error)?,
+                    alert: serde_json::from_str(&row.try_get::<String, _>("alert")?)?,
                     time_ms: row.try_get("time_ms")?,
                 })
             })
@@ -475,8 +472,7 @@ pub fn severity_name(severity: Severity) -> &'static str {
 fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<Alert> {
     let kind: String = row.try_get("kind")?;
     let severity: String = row.try_get("severity")?;
-    let corrupt =
-        |what: &str| sqlx::Error::Decode(format!("stored alert has an invalid {what}").into());
+    let corrupt = |what: &str| MonError::Internal(format!("stored alert has an invalid {what}"));
     Ok(Alert {
         id: row.try_get("id")?,
         dp_id: row.try_get("dp_id")?,

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{Alert, AlertEvent, AlertKind, Alerts, Severity};
+use crate::error::MonError;
 use crate::follower::{DpFollower, FollowedDp};
 use crate::usage::Puller;
 
@@ -53,7 +54,7 @@ impl MonitoringGrpc {
         self.follower
             .list()
             .await
-            .map_err(internal)?
+            .map_err(MonError::from)?
             .into_iter()
             .find(|dp| dp.id == id || dp.name.eq_ignore_ascii_case(id))
             .ok_or_else(|| {
@@ -67,8 +68,7 @@ impl MonitoringGrpc {
         let alert = self
             .alerts
             .get(id.trim())
-            .await
-            .map_err(internal)?
+            .await?
             .ok_or_else(|| not_found(id))?;
         if alert.state == "resolved" {
             return Err(Status::failed_precondition(format!(
@@ -108,10 +108,7 @@ impl MonitoringService for MonitoringGrpc {
         &self,
         _request: Request<pb::ListFollowedDistributionPointsRequest>,
     ) -> Result<Response<pb::ListFollowedDistributionPointsResponse>, Status> {
-        let followed = self.follower.list().await.map_err(|error| {
-            tracing::error!(%error, "cannot read the followed distribution points");
-            Status::internal("cannot read the followed distribution points from the local database")
-        })?;
+        let followed = self.follower.list().await.map_err(MonError::from)?;
         let status = self.follower.status().await;
         Ok(Response::new(pb::ListFollowedDistributionPointsResponse {
             distribution_points: followed.iter().map(Into::into).collect(),
@@ -142,9 +139,8 @@ impl MonitoringService for MonitoringGrpc {
         let hours = self
             .puller
             .hours(&dp.id, now - i64::from(days) * 24 * 3600 * 1000)
-            .await
-            .map_err(internal)?;
-        let samples = self.puller.samples(&dp.id).await.map_err(internal)?;
+            .await?;
+        let samples = self.puller.samples(&dp.id).await?;
         Ok(Response::new(pb::Usage {
             distribution_point_id: dp.id.clone(),
             stored_bytes: hours
@@ -176,11 +172,7 @@ impl MonitoringService for MonitoringGrpc {
             &request.kinds,
             request.min_severity,
         );
-        let alerts = self
-            .alerts
-            .list(request.include_resolved)
-            .await
-            .map_err(internal)?;
+        let alerts = self.alerts.list(request.include_resolved).await?;
         Ok(Response::new(pb::ListAlertsResponse {
             alerts: alerts
                 .iter()
@@ -198,8 +190,7 @@ impl MonitoringService for MonitoringGrpc {
         let alert = self
             .alerts
             .get(id.trim())
-            .await
-            .map_err(internal)?
+            .await?
             .ok_or_else(|| not_found(&id))?;
         Ok(Response::new(alert_to_pb(&alert)))
     }
@@ -223,8 +214,7 @@ impl MonitoringService for MonitoringGrpc {
         let event = self
             .alerts
             .annotate(request.id.trim(), Some(until), None, self.puller.now())
-            .await
-            .map_err(internal)?
+            .await?
             .ok_or_else(|| not_found(&request.id))?;
         Ok(Response::new(alert_to_pb(&event.alert)))
     }
@@ -243,8 +233,7 @@ impl MonitoringService for MonitoringGrpc {
                 Some(request.comment.trim()),
                 self.puller.now(),
             )
-            .await
-            .map_err(internal)?
+            .await?
             .ok_or_else(|| not_found(&request.id))?;
         Ok(Response::new(alert_to_pb(&event.alert)))
     }
@@ -351,7 +340,7 @@ async fn feed(
             let page = match alerts.events_after(cursor, REPLAY_PAGE).await {
                 Ok(page) => page,
                 Err(error) => {
-                    let _ = sender.send(Err(internal(error))).await;
+                    let _ = sender.send(Err(Status::from(error))).await;
                     return;
                 }
             };
@@ -406,22 +395,26 @@ async fn feed(
                         return;
                     }
                 }
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue 'replay,
+                Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    // A slow subscriber: count it, and take what it missed from the store.
+                    tracing::info!(
+                        missed,
+                        cursor,
+                        "an alert subscriber fell behind the live feed; replaying from the store"
+                    );
+                    continue 'replay;
+                }
                 Ok(Err(broadcast::error::RecvError::Closed)) => return,
             }
         }
     }
 }
 
-fn internal(error: impl std::fmt::Display) -> Status {
-    tracing::error!(%error, "monitoring database error");
-    Status::internal(format!("monitoring database: {error}"))
-}
-
 fn not_found(id: &str) -> Status {
-    Status::not_found(format!(
+    MonError::NotFound(format!(
         "no alert has the id {id:?}; list them with `clouddp alerts list`"
     ))
+    .into()
 }
 
 fn kind_from_pb(kind: i32) -> Option<AlertKind> {

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod error;
 pub mod follower;
 pub mod grpc;
 pub mod usage;

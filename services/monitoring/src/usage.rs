@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::alerts::{AlertKind, Alerts, Finding, Severity};
+use crate::error::{MonError, MonResult};
 use crate::follower::{DpFollower, FollowedDp};
 
 /// How long after its hour a usage object is still looked for.
@@ -232,15 +233,15 @@ impl Puller {
         }
     }
 
-    async fn store(&self, dp: &FollowedDp) -> Result<Arc<dyn BlobStore>, String> {
+    async fn store(&self, dp: &FollowedDp) -> MonResult<Arc<dyn BlobStore>> {
         let access = DistributionPointServiceClient::new(self.channel.clone())
             .get_store_access(pb::GetStoreAccessRequest { id: dp.id.clone() })
             .await
             .map_err(|status| {
-                format!(
+                MonError::Unavailable(format!(
                     "the distribution manager refused the store access: {}",
                     status.message()
-                )
+                ))
             })?
             .into_inner();
         match access.store.and_then(|store| store.location) {
@@ -264,7 +265,11 @@ impl Puller {
                     Some(pb::storage_credential::Credential::Emulator(_)) => {
                         AzureCredential::Emulator
                     }
-                    None => return Err("the store has no credential".to_owned()),
+                    None => {
+                        return Err(MonError::Precondition(
+                            "the store has no credential".to_owned(),
+                        ));
+                    }
                 };
                 let store = AzureStore::new(AzureStoreConfig {
                     account: blob.account,
@@ -272,27 +277,27 @@ impl Puller {
                     endpoint: blob.endpoint,
                     credential,
                 })
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| MonError::Precondition(error.to_string()))?;
                 Ok(Arc::new(store))
             }
-            None => Err("the distribution point has no store".to_owned()),
+            None => Err(MonError::Precondition(
+                "the distribution point has no store".to_owned(),
+            )),
         }
     }
 
     /// Pulls one DP: counts new usage objects, measures storage, logs, evaluates.
-    pub async fn pull(&self, dp: &FollowedDp) -> Result<PullReport, String> {
+    pub async fn pull(&self, dp: &FollowedDp) -> MonResult<PullReport> {
         let store = self.store(dp).await?;
         let now = self.now();
-        let database = |error: sqlx::Error| format!("database: {error}");
+        let unavailable =
+            |error: clouddp_platform::store::StoreError| MonError::Unavailable(error.to_string());
         let mut report = PullReport::default();
 
         // New usage objects of the last 25 hours, each counted once (its path is recorded with its bytes).
         let mut hour = hour_of(now - LATE_MS);
         while hour <= now {
-            let objects = store
-                .list(&hour_prefix(hour))
-                .await
-                .map_err(|error| error.to_string())?;
+            let objects = store.list(&hour_prefix(hour)).await.map_err(unavailable)?;
             for object in objects {
                 let seen: Option<i64> = sqlx::query_scalar(
                     "SELECT 1 FROM usage_objects WHERE dp_id = ?1 AND path = ?2",
@@ -300,15 +305,14 @@ impl Puller {
                 .bind(&dp.id)
                 .bind(&object.path)
                 .fetch_optional(&self.pool)
-                .await
-                .map_err(database)?;
+                .await?;
                 if seen.is_some() {
                     continue;
                 }
                 let bytes = store
                     .get_range(&object.path, 0..object.size)
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(unavailable)?;
                 let mut by_hour: HashMap<i64, u64> = HashMap::new();
                 for line in bytes
                     .split(|&byte| byte == b'\n')
@@ -323,16 +327,13 @@ impl Puller {
                         }
                     }
                 }
-                let mut transaction = clouddp_platform::db::write_transaction(&self.pool)
-                    .await
-                    .map_err(database)?;
+                let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
                 sqlx::query("INSERT INTO usage_objects (dp_id, path, hour_ms) VALUES (?1, ?2, ?3)")
                     .bind(&dp.id)
                     .bind(&object.path)
                     .bind(hour)
                     .execute(&mut *transaction)
-                    .await
-                    .map_err(database)?;
+                    .await?;
                 for (sample_hour, bytes) in by_hour {
                     sqlx::query(
                         "INSERT INTO usage_hours (dp_id, hour_start_ms, transferred_bytes) VALUES (?1, ?2, ?3) \
@@ -343,10 +344,10 @@ impl Puller {
                     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
                     .execute(&mut *transaction)
                     .await
-                    .map_err(database)?;
+                    ?;
                     report.transferred += bytes;
                 }
-                transaction.commit().await.map_err(database)?;
+                transaction.commit().await?;
                 report.objects += 1;
             }
             hour += HOUR_MS;
@@ -356,7 +357,7 @@ impl Puller {
         report.stored = store
             .list("content/")
             .await
-            .map_err(|error| error.to_string())?
+            .map_err(unavailable)?
             .iter()
             .map(|object| object.size)
             .sum();
@@ -368,8 +369,7 @@ impl Puller {
         .bind(hour_of(now))
         .bind(i64::try_from(report.stored).unwrap_or(i64::MAX))
         .execute(&self.pool)
-        .await
-        .map_err(database)?;
+        .await?;
         for statement in [
             "DELETE FROM usage_objects WHERE dp_id = ?1 AND hour_ms < ?2",
             "DELETE FROM usage_hours WHERE dp_id = ?1 AND hour_start_ms < ?3",
@@ -379,10 +379,9 @@ impl Puller {
                 .bind(now - LATE_MS - HOUR_MS)
                 .bind(now - KEEP_MS)
                 .execute(&self.pool)
-                .await
-                .map_err(database)?;
+                .await?;
         }
-        let samples = self.samples(&dp.id).await.map_err(database)?;
+        let samples = self.samples(&dp.id).await?;
         report.transferred_30d = usage::window_total(&samples, now);
 
         // Thresholds.
@@ -431,7 +430,7 @@ impl Puller {
             forecast_ms: None,
         });
         for finding in &results {
-            self.alerts.apply(finding, now).await.map_err(database)?;
+            self.alerts.apply(finding, now).await?;
         }
         if transfer_level == Level::Critical
             && thresholds.stop_service_on_transfer_critical
@@ -444,10 +443,11 @@ impl Puller {
             .bind(&dp.id)
             .bind(now)
             .execute(&self.pool)
-            .await
-            .map_err(database)?;
+            .await?;
         self.log_line(dp, &report, storage_level, transfer_level, now)
-            .map_err(|error| format!("cannot write the CloudDP log: {error}"))?;
+            .map_err(|error| {
+                MonError::Internal(format!("cannot write the CloudDP log: {error}"))
+            })?;
         Ok(report)
     }
 
@@ -704,7 +704,7 @@ impl Puller {
     }
 
     /// The hourly transfer samples of a DP.
-    pub async fn samples(&self, dp_id: &str) -> Result<Vec<(i64, u64)>, sqlx::Error> {
+    pub async fn samples(&self, dp_id: &str) -> MonResult<Vec<(i64, u64)>> {
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT hour_start_ms, transferred_bytes FROM usage_hours WHERE dp_id = ?1 ORDER BY hour_start_ms")
                 .bind(dp_id)
@@ -721,7 +721,7 @@ impl Puller {
         &self,
         dp_id: &str,
         since_ms: i64,
-    ) -> Result<Vec<(i64, u64, Option<u64>)>, sqlx::Error> {
+    ) -> MonResult<Vec<(i64, u64, Option<u64>)>> {
         let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
             "SELECT hour_start_ms, transferred_bytes, stored_bytes FROM usage_hours WHERE dp_id = ?1 AND hour_start_ms >= ?2 \
              ORDER BY hour_start_ms",
