@@ -160,6 +160,7 @@ impl Site {
         let source = work.path().join("source");
         write_random_file(&source.join("setup.bin"), content_mb << 20, 0).unwrap();
         write_random_file(&source.join("docs/readme.txt"), 4096 + 17, 100).unwrap();
+        std::fs::write(source.join("empty.cfg"), b"").unwrap();
         let content = ok(
             &manager,
             &[
@@ -434,7 +435,7 @@ async fn every_location_rule_with_its_reasons() {
     assert_eq!(answer.data_key.len(), 32);
     assert_eq!(answer.content_id, site.content_id);
     let manifest = answer.manifest.as_ref().unwrap();
-    assert_eq!(manifest.files.len(), 2);
+    assert_eq!(manifest.files.len(), 3);
     assert_eq!(manifest.chunk_sha256.len() as u64, manifest.chunk_count);
     assert!(
         answer
@@ -600,7 +601,7 @@ fn report(output: &std::process::Output) -> serde_json::Value {
 }
 
 fn same_files(source: &Path, to: &Path) {
-    for file in ["setup.bin", "docs/readme.txt"] {
+    for file in ["setup.bin", "docs/readme.txt", "empty.cfg"] {
         assert_eq!(
             std::fs::read(source.join(file)).unwrap(),
             std::fs::read(to.join(file)).unwrap(),
