@@ -174,17 +174,24 @@ impl BlobStore for LocalFolderStore {
         let target = self.object(path)?;
         let display = path.to_owned();
         blocking(move || {
-            let file = File::open(&target).map_err(|error| io_error(&display, error))?;
+            let mut file = File::open(&target).map_err(|error| io_error(&display, error))?;
             let len = usize::try_from(range.end.saturating_sub(range.start))
                 .map_err(|_| StoreError::Invalid("range too large".to_owned()))?;
-            let mut buffer = vec![0_u8; len];
-            file.read_exact_at(&mut buffer, range.start)
-                .map_err(|error| match error.kind() {
-                    ErrorKind::UnexpectedEof => StoreError::Invalid(format!(
-                        "range {range:?} is beyond the end of {display}"
-                    )),
-                    _ => io_error(&display, error),
-                })?;
+            // `read_to_end` fills the spare capacity directly: no zeroing of a buffer about to be overwritten.
+            let mut buffer = Vec::with_capacity(len);
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(range.start))
+                .and_then(|_| {
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(&mut file, len as u64),
+                        &mut buffer,
+                    )
+                })
+                .map_err(|error| io_error(&display, error))?;
+            if buffer.len() != len {
+                return Err(StoreError::Invalid(format!(
+                    "range {range:?} is beyond the end of {display}"
+                )));
+            }
             Ok(Bytes::from(buffer))
         })
         .await
