@@ -14,6 +14,42 @@ pub const WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 /// An hour.
 pub const HOUR_MS: i64 = 3600 * 1000;
 
+/// One usage record: a line of a usage log object that a content endpoint appends to a DP's store and the
+/// monitoring service reads back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageRecord {
+    /// Format version (1).
+    pub v: u32,
+    /// When the counts were flushed, ms since the epoch.
+    pub time_ms: i64,
+    /// The DP id.
+    pub dp: String,
+    /// The content version id.
+    pub content: String,
+    /// The client (device id).
+    pub client: String,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Requests started.
+    pub requests: u64,
+}
+
+/// The folder of the usage log objects written in the hour containing `ms`: `usage/YYYY/MM/DD/HH/`. Writers put
+/// their objects in it; readers list the folders of the hours they still look at.
+pub fn hour_folder(ms: i64) -> String {
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    // `2026-11-25T20:08:08Z` → `usage/2026/11/25/20/`.
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    format!(
+        "usage/{}/{}/{}/{}/",
+        &text[0..4],
+        &text[5..7],
+        &text[8..10],
+        &text[11..13]
+    )
+}
+
 /// Where a measurement stands against its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -191,6 +227,16 @@ mod tests {
         let defaults = Limit::transfer(&Thresholds::default());
         assert_eq!(defaults.level_bytes(Level::Warning), 5_000 * GB);
         assert_eq!(defaults.level_bytes(Level::Critical), 9_000 * GB);
+    }
+
+    #[test]
+    fn hour_folders_are_utc_hours() {
+        assert_eq!(hour_folder(0), "usage/1970/01/01/00/");
+        assert_eq!(hour_folder(1_764_101_288_000), "usage/2025/11/25/20/");
+        assert_eq!(
+            hour_folder(1_764_101_288_000 + 59 * 60 * 1000),
+            "usage/2025/11/25/21/"
+        );
     }
 
     #[test]

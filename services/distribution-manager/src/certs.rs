@@ -207,7 +207,7 @@ fn check(
             format!(
                 "the certificate {:?} is not valid yet (valid from {})",
                 info.subject,
-                humantime::format_rfc3339_seconds(time_of(info.not_before_ms))
+                clouddp_platform::clock::rfc3339(info.not_before_ms)
             ),
         ));
     }
@@ -217,19 +217,12 @@ fn check(
             format!(
                 "the certificate {:?} expired on {}; import a current one",
                 info.subject,
-                humantime::format_rfc3339_seconds(time_of(info.not_after_ms))
+                clouddp_platform::clock::rfc3339(info.not_after_ms)
             ),
         ));
     }
-    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key.to_rustls())
+    let certified = certified_key(&chain, &key.to_rustls())
         .map_err(|error| invalid(field, format!("the private key cannot be used: {error}")))?;
-    let certified = rustls::sign::CertifiedKey::new(
-        chain
-            .iter()
-            .map(|der| CertificateDer::from(der.clone()))
-            .collect(),
-        signing,
-    );
     certified.keys_match().map_err(|_| {
         invalid(
             field,
@@ -243,8 +236,19 @@ fn check(
     Ok(ParsedCertificate { info, chain, key })
 }
 
-fn time_of(ms: i64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+/// A chain (leaf first, DER) and its private key as rustls serves them.
+pub fn certified_key(
+    chain: &[Vec<u8>],
+    key: &PrivateKeyDer<'_>,
+) -> Result<rustls::sign::CertifiedKey, rustls::Error> {
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(key)?;
+    Ok(rustls::sign::CertifiedKey::new(
+        chain
+            .iter()
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect(),
+        signing,
+    ))
 }
 
 /// Parses a .pfx file with its password.

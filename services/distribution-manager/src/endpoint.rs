@@ -17,12 +17,12 @@ use axum::routing::get;
 use bytes::Bytes;
 use clouddp_core::dp::{DpKind, DpState};
 use clouddp_core::token::{Scope, TokenError};
+use clouddp_core::usage::{UsageRecord, hour_folder};
 use clouddp_platform::clock::now_ms;
 use clouddp_platform::store::BlobStore;
 use futures::StreamExt as _;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,25 +60,6 @@ struct Counter {
     requests: u64,
 }
 
-/// One usage record, a line of a usage log object.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct UsageRecord {
-    /// Format version.
-    pub v: u32,
-    /// When the counts were flushed, ms.
-    pub time_ms: i64,
-    /// The DP.
-    pub dp: String,
-    /// The content version.
-    pub content: String,
-    /// The client.
-    pub client: String,
-    /// Bytes sent.
-    pub bytes: u64,
-    /// Requests started.
-    pub requests: u64,
-}
-
 type UsageKey = (String, String, String);
 
 /// The content endpoint.
@@ -110,14 +91,9 @@ fn certified(
     chain: Vec<Vec<u8>>,
     key: &rustls::pki_types::PrivateKeyDer<'_>,
 ) -> DmResult<Arc<CertifiedKey>> {
-    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(key).map_err(internal)?;
-    Ok(Arc::new(CertifiedKey::new(
-        chain
-            .into_iter()
-            .map(rustls::pki_types::CertificateDer::from)
-            .collect(),
-        signing,
-    )))
+    Ok(Arc::new(
+        crate::certs::certified_key(&chain, key).map_err(internal)?,
+    ))
 }
 
 fn default_certificate(settings: &ContentEndpointSettings) -> DmResult<Arc<CertifiedKey>> {
@@ -281,18 +257,7 @@ impl ContentEndpoint {
         for (key, counter) in drained {
             by_dp.entry(key.0.clone()).or_default().push((key, counter));
         }
-        let stamp = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
-        )
-        .to_string();
-        // `2026-11-25T20:08:08Z` → `2026/11/25/20`: one folder per hour.
-        let bucket = format!(
-            "{}/{}/{}/{}",
-            &stamp[0..4],
-            &stamp[5..7],
-            &stamp[8..10],
-            &stamp[11..13]
-        );
+        let folder = hour_folder(now);
         for (dp_id, entries) in by_dp {
             let store = {
                 let snapshot = self.snapshot.read().ok();
@@ -323,10 +288,7 @@ impl ContentEndpoint {
             let sequence = self
                 .sequence
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = format!(
-                "usage/{bucket}/{}-{now:013}-{sequence:06}.jsonl",
-                self.instance
-            );
+            let path = format!("{folder}{}-{now:013}-{sequence:06}.jsonl", self.instance);
             let outcome = match store {
                 Some(store) => store
                     .put(&path, Bytes::from(lines))

@@ -31,13 +31,6 @@ const KEEP_MS: i64 = 35 * 24 * HOUR_MS;
 /// Rotated log files kept.
 const LOG_GENERATIONS: u32 = 5;
 
-/// One usage record as the content endpoint writes it.
-#[derive(Debug, serde::Deserialize)]
-struct UsageRecord {
-    time_ms: i64,
-    bytes: u64,
-}
-
 /// The usage pull.
 #[derive(Debug)]
 pub struct Puller {
@@ -123,21 +116,6 @@ pub struct PullReport {
 
 fn hour_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(HOUR_MS)
-}
-
-/// `usage/YYYY/MM/DD/HH/` of the hour starting at `ms`.
-fn hour_prefix(ms: i64) -> String {
-    let text = humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-    )
-    .to_string();
-    format!(
-        "usage/{}/{}/{}/{}/",
-        &text[0..4],
-        &text[5..7],
-        &text[8..10],
-        &text[11..13]
-    )
 }
 
 impl Puller {
@@ -297,7 +275,10 @@ impl Puller {
         // New usage objects of the last 25 hours, each counted once (its path is recorded with its bytes).
         let mut hour = hour_of(now - LATE_MS);
         while hour <= now {
-            let objects = store.list(&hour_prefix(hour)).await.map_err(unavailable)?;
+            let objects = store
+                .list(&usage::hour_folder(hour))
+                .await
+                .map_err(unavailable)?;
             for object in objects {
                 let seen: Option<i64> = sqlx::query_scalar(
                     "SELECT 1 FROM usage_objects WHERE dp_id = ?1 AND path = ?2",
@@ -318,7 +299,7 @@ impl Puller {
                     .split(|&byte| byte == b'\n')
                     .filter(|line| !line.is_empty())
                 {
-                    match serde_json::from_slice::<UsageRecord>(line) {
+                    match serde_json::from_slice::<usage::UsageRecord>(line) {
                         Ok(record) => {
                             *by_hour.entry(hour_of(record.time_ms)).or_default() += record.bytes
                         }
@@ -584,10 +565,7 @@ impl Puller {
                 .as_ref()
                 .map(clouddp_proto::convert::ms_from_timestamp)
                 .unwrap_or(i64::MAX);
-            let when = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH
-                    + Duration::from_millis(u64::try_from(not_after).unwrap_or(0)),
-            );
+            let when = clouddp_platform::clock::rfc3339(not_after);
             let found = if not_after <= now {
                 Some((
                     Severity::Critical,
@@ -667,10 +645,7 @@ impl Puller {
             .map(|ms| {
                 format!(
                     "; at the 7-day rate the next level is crossed around {}",
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH
-                            + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-                    )
+                    clouddp_platform::clock::rfc3339(ms)
                 )
             })
             .unwrap_or_default();
@@ -777,9 +752,7 @@ impl Puller {
         let thresholds = &dp.thresholds;
         let line = format!(
             "{} transferred={} transferred_30d={} stored={} storage_threshold_gb={} storage_levels={}%/{}% transfer_threshold_gb={} transfer_levels={}%/{}% storage={} transfer={}\n",
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0))
-            ),
+            clouddp_platform::clock::rfc3339(now),
             report.transferred,
             report.transferred_30d,
             report.stored,

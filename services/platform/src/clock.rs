@@ -9,3 +9,9 @@ pub fn now_ms() -> i64 {
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
 }
+
+/// RFC 3339 text (UTC, seconds) of `ms` since the Unix epoch; times before 1970 print as the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    let since = std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + since).to_string()
+}

@@ -8,6 +8,8 @@ use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::certificate_service_server::CertificateService;
 use tonic::{Request, Response, Status};
 
+use super::required_with;
+
 use crate::certs::{self, CertInfo, CertKind};
 use crate::dp::{CertChoice, DistributionManager};
 use crate::error::DmError;
@@ -109,14 +111,6 @@ pub(crate) fn cert_choice(
     }
 }
 
-fn required(field: &'static str, value: &str, what: &str) -> Result<String, Status> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(Status::invalid_argument(format!("{field}: give {what}")));
-    }
-    Ok(trimmed.to_owned())
-}
-
 #[tonic::async_trait]
 impl CertificateService for CertificateGrpc {
     async fn import_management_certificate(
@@ -138,10 +132,10 @@ impl CertificateService for CertificateGrpc {
         request: Request<pb::ImportServiceCertificateRequest>,
     ) -> Result<Response<pb::CertificateInfo>, Status> {
         let request = request.into_inner();
-        let dp = required(
+        let dp = required_with(
             "distribution_point_id",
             &request.distribution_point_id,
-            "the cloud distribution point's id or name",
+            "give the cloud distribution point's id or name",
         )?;
         let choice = cert_choice(CertKind::Service, "source", request.source)?;
         let info = self
@@ -155,10 +149,10 @@ impl CertificateService for CertificateGrpc {
         &self,
         request: Request<pb::GetCertificateRequest>,
     ) -> Result<Response<pb::CertificateInfo>, Status> {
-        let id = required(
+        let id = required_with(
             "id",
             &request.into_inner().id,
-            "a certificate id or thumbprint",
+            "give a certificate id or thumbprint",
         )?;
         let info = self.manager.certificates().get(&id).await?;
         Ok(Response::new((&info).into()))
@@ -192,10 +186,10 @@ impl CertificateService for CertificateGrpc {
         &self,
         request: Request<pb::ExportCertificateRequest>,
     ) -> Result<Response<pb::ExportCertificateResponse>, Status> {
-        let id = required(
+        let id = required_with(
             "id",
             &request.into_inner().id,
-            "a certificate id or thumbprint",
+            "give a certificate id or thumbprint",
         )?;
         let info = self.manager.certificates().get(&id).await?;
         let der = self.manager.certificates().leaf_der(&info.id).await?;

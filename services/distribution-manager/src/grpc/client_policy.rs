@@ -5,6 +5,8 @@ use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::client_policy_service_server::ClientPolicyService;
 use tonic::{Request, Response, Status};
 
+use super::required;
+
 use crate::policy::{
     self, BoundaryGroup, ClientSettings, CloudSelection, Deployment, Policy, TaskSequenceMode,
 };
@@ -111,14 +113,6 @@ fn deployment_to_pb(deployment: Deployment) -> pb::Deployment {
         .into(),
         create_time: Some(timestamp(deployment.create_time_ms)),
     }
-}
-
-fn required(field: &str, value: &str) -> Result<String, Status> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field}: is required")));
-    }
-    Ok(value.to_owned())
 }
 
 #[tonic::async_trait]

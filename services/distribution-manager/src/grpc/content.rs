@@ -12,6 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::required;
+
 use crate::content::{self, ContentRecord, NewContent};
 use crate::distribution::{Distributor, JobState, JobStatus};
 use crate::dp::DistributionManager;
@@ -104,14 +106,6 @@ pub fn job_to_pb(job: &JobStatus) -> pb::DistributionStatus {
         error: job.error.clone(),
         update_time: Some(timestamp_from_ms(job.update_time_ms)),
     }
-}
-
-fn required(field: &'static str, value: &str) -> Result<String, Status> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(DmError::from(validate::ValidationError::new(field, "is required")).into());
-    }
-    Ok(trimmed.to_owned())
 }
 
 fn optional(value: &str) -> Option<&str> {

@@ -225,14 +225,8 @@ fn update_from_mask(
 }
 
 /// The trimmed DP id or name of a request, or INVALID_ARGUMENT.
-fn required_id(id: &str) -> Result<&str, Status> {
-    let trimmed = id.trim();
-    if trimmed.is_empty() {
-        return Err(Status::invalid_argument(
-            "id: give a distribution point id or name",
-        ));
-    }
-    Ok(trimmed)
+fn required_id(id: &str) -> Result<String, Status> {
+    super::required_with("id", id, "give a distribution point id or name")
 }
 
 /// Validates an install request into a [`NewCloudDp`]; the first problem names its field.
@@ -412,7 +406,7 @@ impl DistributionPointService for DistributionPointGrpc {
         request: Request<pb::GetDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
         let request = request.into_inner();
-        let record = self.manager.get(required_id(&request.id)?).await?;
+        let record = self.manager.get(&required_id(&request.id)?).await?;
         Ok(Response::new(self.described(&record).await?))
     }
 
@@ -442,7 +436,7 @@ impl DistributionPointService for DistributionPointGrpc {
         request: Request<pb::UpdateDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
         let request = request.into_inner();
-        let current = self.manager.get(required_id(&request.id)?).await?;
+        let current = self.manager.get(&required_id(&request.id)?).await?;
         let update = update_from_mask(&current, &request)?;
         let record = self.manager.update(&current.id, update).await?;
         Ok(Response::new((&record).into()))
@@ -455,7 +449,7 @@ impl DistributionPointService for DistributionPointGrpc {
         let request = request.into_inner();
         let record = self
             .manager
-            .set_service(required_id(&request.id)?, true, "")
+            .set_service(&required_id(&request.id)?, true, "")
             .await?;
         Ok(Response::new((&record).into()))
     }
@@ -467,7 +461,7 @@ impl DistributionPointService for DistributionPointGrpc {
         let request = request.into_inner();
         let record = self
             .manager
-            .set_service(required_id(&request.id)?, false, &request.reason)
+            .set_service(&required_id(&request.id)?, false, &request.reason)
             .await?;
         Ok(Response::new((&record).into()))
     }
@@ -479,7 +473,7 @@ impl DistributionPointService for DistributionPointGrpc {
         let request = request.into_inner();
         let record = self
             .manager
-            .scale(required_id(&request.id)?, request.instances)
+            .scale(&required_id(&request.id)?, request.instances)
             .await?;
         Ok(Response::new((&record).into()))
     }
@@ -489,7 +483,7 @@ impl DistributionPointService for DistributionPointGrpc {
         request: Request<pb::DeleteDistributionPointRequest>,
     ) -> Result<Response<pb::DeleteDistributionPointResponse>, Status> {
         let request = request.into_inner();
-        let (id, blobs_deleted) = self.manager.delete(required_id(&request.id)?).await?;
+        let (id, blobs_deleted) = self.manager.delete(&required_id(&request.id)?).await?;
         Ok(Response::new(pb::DeleteDistributionPointResponse {
             id,
             blobs_deleted,
@@ -501,7 +495,7 @@ impl DistributionPointService for DistributionPointGrpc {
         request: Request<pb::GetStoreAccessRequest>,
     ) -> Result<Response<pb::StoreAccess>, Status> {
         let request = request.into_inner();
-        let dp = self.manager.get(required_id(&request.id)?).await?;
+        let dp = self.manager.get(&required_id(&request.id)?).await?;
         // Readers get a read-and-list SAS for the DP's container, valid one hour, never the account key.
         let read_only_sas = |key: &str| -> Result<pb::storage_credential::Credential, Status> {
             let Some(DpStore::AzureBlob {

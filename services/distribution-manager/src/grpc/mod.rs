@@ -25,3 +25,23 @@ pub(crate) fn page(
         .unwrap_or((0, ""));
     clouddp_core::page::Page::from_request(size, token).map_err(crate::error::DmError::from)
 }
+
+/// The trimmed value of a required field, or INVALID_ARGUMENT "`field`: is required".
+pub(crate) fn required(field: &'static str, value: &str) -> Result<String, tonic::Status> {
+    required_with(field, value, "is required")
+}
+
+/// The trimmed value of a required field, or INVALID_ARGUMENT "`field`: `hint`".
+pub(crate) fn required_with(
+    field: &'static str,
+    value: &str,
+    hint: &str,
+) -> Result<String, tonic::Status> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(
+            crate::error::DmError::from(clouddp_core::ValidationError::new(field, hint)).into(),
+        );
+    }
+    Ok(trimmed.to_owned())
+}
