@@ -44,6 +44,23 @@ pub fn run(dm_url: &str, monitoring_url: &str, args: &[&str]) -> anyhow::Result<
     })
 }
 
+/// A monitoring URL for tests that run no monitoring service (nothing listens there).
+pub const NO_MONITORING: &str = "http://127.0.0.1:9";
+
+/// Runs `clouddp … ARGS -o json` and returns what it printed, parsed; an error carrying the whole output unless
+/// it exits 0.
+pub fn json(
+    dm_url: &str,
+    monitoring_url: &str,
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
+    let mut with_json = args.to_vec();
+    with_json.extend(["-o", "json"]);
+    let output = run(dm_url, monitoring_url, &with_json)?;
+    anyhow::ensure!(output.code == 0, "clouddp {args:?}: {output:?}");
+    output.json()
+}
+
 /// Where `install_cloud_dp` keeps the self-signed certificates it makes (one pair per service name).
 pub fn dev_certificates_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!(

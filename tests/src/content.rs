@@ -44,3 +44,19 @@ pub fn write_random_file(
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && memchr::memmem::find(haystack, needle).is_some()
 }
+
+/// `GET url` as a device would: its access token, its device id and a `Range` header.
+pub async fn ranged_get(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    client: &str,
+    range: &str,
+) -> reqwest::Result<reqwest::Response> {
+    http.get(url)
+        .bearer_auth(token)
+        .header("x-clouddp-client", client)
+        .header("range", range)
+        .send()
+        .await
+}

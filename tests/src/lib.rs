@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod azurite;
+pub mod bench;
 pub mod certs;
 pub mod console;
 pub mod content;

@@ -16,15 +16,11 @@ use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
 use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
 
 fn run(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
-    console::run(&manager.url(), "http://127.0.0.1:9", args).unwrap()
+    console::run(&manager.url(), console::NO_MONITORING, args).unwrap()
 }
 
 fn ok(manager: &ServiceProcess, args: &[&str]) -> serde_json::Value {
-    let mut with_json = args.to_vec();
-    with_json.extend(["-o", "json"]);
-    let output = run(manager, &with_json);
-    assert_eq!(output.code, 0, "clouddp {args:?}: {output:?}");
-    output.json().unwrap()
+    console::json(&manager.url(), console::NO_MONITORING, args).unwrap()
 }
 
 fn text(path: &Path) -> String {
@@ -376,13 +372,14 @@ async fn backup_then_restore_on_an_empty_site_with_the_same_key() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-        let response = http
-            .get(&location.url)
-            .bearer_auth(&location.access_token)
-            .header("x-clouddp-client", "laptop-7")
-            .header("range", "bytes=0-1048607")
-            .send()
-            .await;
+        let response = clouddp_e2e::content::ranged_get(
+            &http,
+            &location.url,
+            &location.access_token,
+            "laptop-7",
+            "bytes=0-1048607",
+        )
+        .await;
         // The endpoint picks up the certificate within its refresh interval.
         match response {
             Ok(response) if response.status() == 206 => {

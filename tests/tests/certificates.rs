@@ -18,15 +18,11 @@ use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
 const PASSWORD: &str = "Pa55-word!";
 
 fn run(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
-    console::run(&manager.url(), "http://127.0.0.1:9", args).unwrap()
+    console::run(&manager.url(), console::NO_MONITORING, args).unwrap()
 }
 
 fn ok(manager: &ServiceProcess, args: &[&str]) -> serde_json::Value {
-    let mut with_json = args.to_vec();
-    with_json.extend(["-o", "json"]);
-    let output = run(manager, &with_json);
-    assert_eq!(output.code, 0, "clouddp {args:?}: {output:?}");
-    output.json().unwrap()
+    console::json(&manager.url(), console::NO_MONITORING, args).unwrap()
 }
 
 /// Installs `service_name` with the management and service certificate arguments given.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clouddp_e2e::azurite::{ACCOUNT, Azurite};
 use clouddp_e2e::certs::{Validity, self_signed};
-use clouddp_e2e::console::{self, ConsoleOutput, TEST_SUBSCRIPTION};
+use clouddp_e2e::console::{self, TEST_SUBSCRIPTION};
 use clouddp_e2e::content::write_random_file;
 use clouddp_e2e::pki::TestCa;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
@@ -28,16 +28,8 @@ struct Site {
     deployments: std::collections::HashMap<&'static str, String>,
 }
 
-fn run(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
-    console::run(&manager.url(), "http://127.0.0.1:9", args).unwrap()
-}
-
 fn ok(manager: &ServiceProcess, args: &[&str]) -> serde_json::Value {
-    let mut with_json = args.to_vec();
-    with_json.extend(["-o", "json"]);
-    let output = run(manager, &with_json);
-    assert_eq!(output.code, 0, "clouddp {args:?}: {output:?}");
-    output.json().unwrap()
+    console::json(&manager.url(), console::NO_MONITORING, args).unwrap()
 }
 
 fn text(path: &Path) -> String {
@@ -633,11 +625,9 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
         .unwrap()
         .clone();
     let get = |location: &pb::ContentLocation, token: &str, client: &str, range: &str| {
-        http.get(&location.url)
-            .bearer_auth(token)
-            .header("x-clouddp-client", client)
-            .header("range", range)
-            .send()
+        let (http, url) = (http.clone(), location.url.clone());
+        let (token, client, range) = (token.to_owned(), client.to_owned(), range.to_owned());
+        async move { clouddp_e2e::content::ranged_get(&http, &url, &token, &client, &range).await }
     };
     let sealed_length = answer.manifest.as_ref().unwrap().sealed_length;
     let span = get(
@@ -1024,13 +1014,14 @@ async fn a_content_endpoint_alone_serves_the_same_site() {
             &format!(":{port}/"),
         );
         loop {
-            let response = http
-                .get(&url)
-                .bearer_auth(&location.access_token)
-                .header("x-clouddp-client", "laptop-yes")
-                .header("range", "bytes=0-1048607")
-                .send()
-                .await;
+            let response = clouddp_e2e::content::ranged_get(
+                &http,
+                &url,
+                &location.access_token,
+                "laptop-yes",
+                "bytes=0-1048607",
+            )
+            .await;
             match response {
                 Ok(response) if response.status() == 206 => {
                     assert_eq!(response.bytes().await.unwrap().len(), 1_048_608);
@@ -1059,15 +1050,16 @@ async fn a_content_endpoint_alone_serves_the_same_site() {
         &format!(":{port}/"),
     );
     loop {
-        let status = http
-            .get(&url)
-            .bearer_auth(&location.access_token)
-            .header("x-clouddp-client", "laptop-yes")
-            .header("range", "bytes=0-9")
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = clouddp_e2e::content::ranged_get(
+            &http,
+            &url,
+            &location.access_token,
+            "laptop-yes",
+            "bytes=0-9",
+        )
+        .await
+        .unwrap()
+        .status();
         if status == 503 {
             break;
         }

@@ -19,7 +19,7 @@ const MIB: usize = 1 << 20;
 const PARTS: usize = 25;
 
 fn run(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
-    console::run(&manager.url(), "http://127.0.0.1:9", args).unwrap()
+    console::run(&manager.url(), console::NO_MONITORING, args).unwrap()
 }
 
 fn ok(manager: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
@@ -54,7 +54,13 @@ async fn wait_for_success(
 }
 
 fn install_cloud_dp(manager: &ServiceProcess, azurite: &Azurite, service_name: &str) {
-    console::install_cloud_dp(&manager.url(), "http://127.0.0.1:9", azurite, service_name).unwrap();
+    console::install_cloud_dp(
+        &manager.url(),
+        console::NO_MONITORING,
+        azurite,
+        service_name,
+    )
+    .unwrap();
 }
 
 fn cloud_store(azurite: &Azurite, container: &str) -> AzureStore {

@@ -15,11 +15,7 @@ fn run(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> 
 }
 
 fn ok(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> serde_json::Value {
-    let mut with_json = args.to_vec();
-    with_json.extend(["-o", "json"]);
-    let output = run(manager, monitoring, &with_json);
-    assert_eq!(output.code, 0, "clouddp {args:?}: {output:?}");
-    output.json().unwrap()
+    console::json(&manager.url(), &monitoring.url(), args).unwrap()
 }
 
 async fn followed_state(monitoring: &ServiceProcess, name: &str) -> Option<DistributionPointState> {

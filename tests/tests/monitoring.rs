@@ -23,11 +23,7 @@ fn run(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> 
 }
 
 fn ok(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> serde_json::Value {
-    let mut with_json = args.to_vec();
-    with_json.extend(["-o", "json"]);
-    let output = run(manager, monitoring, &with_json);
-    assert_eq!(output.code, 0, "clouddp {args:?}: {output:?}");
-    output.json().unwrap()
+    console::json(&manager.url(), &monitoring.url(), args).unwrap()
 }
 
 /// The events `alerts watch` printed so far.
@@ -399,15 +395,16 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
     assert_eq!(stopped["content_count"], 1, "content stays");
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let status = http
-            .get(&location.url)
-            .bearer_auth(&location.access_token)
-            .header("x-clouddp-client", "pc-1")
-            .header("range", "bytes=0-99")
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = clouddp_e2e::content::ranged_get(
+            &http,
+            &location.url,
+            &location.access_token,
+            "pc-1",
+            "bytes=0-99",
+        )
+        .await
+        .unwrap()
+        .status();
         if status == 503 {
             break;
         }

@@ -13,48 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clouddp_e2e::azurite::Azurite;
+use clouddp_e2e::bench::{ensure_source, env_or, median};
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::content_service_client::ContentServiceClient;
 use clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[middle]
-    } else {
-        (values[middle - 1] + values[middle]) / 2.0
-    }
-}
-
-fn ensure_source(work: &Path, size_mb: u64) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(work)?;
-    let path = work.join(format!("src{size_mb}m.bin"));
-    let wanted = size_mb * 1_048_576;
-    if std::fs::metadata(&path)
-        .map(|metadata| metadata.len())
-        .unwrap_or(0)
-        != wanted
-    {
-        eprintln!(
-            "bench: writing {size_mb} MiB of random data to {}",
-            path.display()
-        );
-        let status = Command::new("head")
-            .args(["-c", &wanted.to_string(), "/dev/urandom"])
-            .stdout(std::fs::File::create(&path)?)
-            .status()?;
-        if !status.success() {
-            bail!("cannot write {}", path.display());
-        }
-    }
-    Ok(path)
-}
 
 /// CPU seconds (user + system) a process has used.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -67,20 +30,6 @@ fn cpu_seconds(pid: u32) -> f64 {
             let system: f64 = fields.get(12)?.parse().ok()?;
             Some((user + system) / ticks_per_second)
         })
-        .unwrap_or(f64::NAN)
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmHWM:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
 }
 
@@ -203,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     let mut dps = DistributionPointServiceClient::new(channel.clone());
     clouddp_e2e::console::install_cloud_dp(
         &manager.url(),
-        "http://127.0.0.1:9",
+        clouddp_e2e::console::NO_MONITORING,
         &azurite,
         "bench-cdp",
     )?;
@@ -227,14 +176,16 @@ async fn main() -> anyhow::Result<()> {
         .into_inner();
     let register_rate = content.size_bytes as f64 / registered.elapsed().as_secs_f64() / 1e6;
     let pid = manager.pid().unwrap_or_default();
-    let rss_registered = peak_rss_mib(pid);
+    let rss_registered = clouddp_e2e::bench::proc_status_kib(pid, "VmHWM")
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0);
 
     // The folder first: Azurite collects the extents of removed blobs in the background afterwards, which
     // would take CPU from the folder runs.
     let cpu_before = cpu_seconds(pid);
     let mut to_folder = time_distribution(&channel, &content, "bench-folder", runs).await?;
     let cpu_folder = cpu_seconds(pid) - cpu_before;
-    let rss_folder = peak_rss_mib(pid);
+    let rss_folder = clouddp_e2e::bench::proc_status_kib(pid, "VmHWM")
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0);
     let mut to_azurite = time_distribution(&channel, &content, "bench-cdp", runs).await?;
     let cpu_azurite = cpu_seconds(pid) - cpu_before - cpu_folder;
     let per_gib = |cpu: f64| cpu / runs as f64 / (content.size_bytes as f64 / 1_073_741_824.0);
@@ -243,7 +194,8 @@ async fn main() -> anyhow::Result<()> {
         per_gib(cpu_azurite),
         per_gib(cpu_folder)
     );
-    let rss = peak_rss_mib(pid);
+    let rss = clouddp_e2e::bench::proc_status_kib(pid, "VmHWM")
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0);
     eprintln!(
         "bench: peak RSS after registration {rss_registered:.1} MiB, after folder runs {rss_folder:.1} MiB, after Azurite runs {rss:.1} MiB"
     );

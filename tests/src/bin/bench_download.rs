@@ -18,58 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use clouddp_e2e::bench::{ensure_source, env_or, median};
 use clouddp_e2e::pki::TestCa;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
 use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[middle]
-    } else {
-        (values[middle - 1] + values[middle]) / 2.0
-    }
-}
-
 fn console(manager: &ServiceProcess, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let mut with_json = args.to_vec();
-    with_json.extend(["-o", "json"]);
-    let output = clouddp_e2e::console::run(&manager.url(), "http://127.0.0.1:9", &with_json)?;
-    if output.code != 0 {
-        bail!("clouddp {args:?}: {}", output.stderr);
-    }
-    output.json()
-}
-
-fn ensure_source(work: &Path, size_mb: u64) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(work)?;
-    let path = work.join(format!("src{size_mb}m.bin"));
-    let wanted = size_mb * 1_048_576;
-    if std::fs::metadata(&path)
-        .map(|metadata| metadata.len())
-        .unwrap_or(0)
-        != wanted
-    {
-        eprintln!(
-            "bench: writing {size_mb} MiB of random data to {}",
-            path.display()
-        );
-        let status = Command::new("head")
-            .args(["-c", &wanted.to_string(), "/dev/urandom"])
-            .stdout(std::fs::File::create(&path)?)
-            .status()?;
-        if !status.success() {
-            bail!("cannot write {}", path.display());
-        }
-    }
-    Ok(path)
+    clouddp_e2e::console::json(&manager.url(), clouddp_e2e::console::NO_MONITORING, args)
 }
 
 /// A bare tonic server answering the standard health check: the baseline of what one RPC costs.

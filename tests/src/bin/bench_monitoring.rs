@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use clouddp_core::dp::Thresholds;
 use clouddp_core::usage::{self, HOUR_MS, Limit};
 use clouddp_e2e::azurite::{ACCOUNT, Azurite};
+use clouddp_e2e::bench::{env_or, median};
 use clouddp_e2e::certs::{Validity, self_signed};
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
@@ -24,31 +25,8 @@ use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
 use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
 use clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 fn console(manager: &ServiceProcess, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let mut with_json = args.to_vec();
-    with_json.extend(["-o", "json"]);
-    let output = clouddp_e2e::console::run(&manager.url(), "http://127.0.0.1:9", &with_json)?;
-    if output.code != 0 {
-        bail!("clouddp {args:?}: {}", output.stderr);
-    }
-    output.json()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
+    clouddp_e2e::console::json(&manager.url(), clouddp_e2e::console::NO_MONITORING, args)
 }
 
 /// The newest alert event sequence, from a heartbeat.
@@ -67,11 +45,6 @@ async fn latest_sequence(monitoring: &ServiceProcess) -> anyhow::Result<u64> {
             return Ok(beat.latest_sequence);
         }
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -282,13 +255,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0);
         while needed > 0 {
             let take = needed.min(sealed);
-            let response = http
-                .get(&location.url)
-                .bearer_auth(&location.access_token)
-                .header("x-clouddp-client", "pc-1")
-                .header("range", format!("bytes=0-{}", take - 1))
-                .send()
-                .await?;
+            let response = clouddp_e2e::content::ranged_get(
+                &http,
+                &location.url,
+                &location.access_token,
+                "pc-1",
+                &format!("bytes=0-{}", take - 1),
+            )
+            .await?;
             response.bytes().await?;
             needed -= take;
         }
@@ -317,7 +291,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Fan-out to many subscribers.
     let pid = monitoring.pid().unwrap_or_default();
-    let rss_before = rss_kib(pid);
+    let rss_before = clouddp_e2e::bench::proc_status_kib(pid, "VmRSS").unwrap_or(0);
     let connections: Vec<tonic::transport::Channel> = (0..100)
         .map(|_| {
             tonic::transport::Endpoint::from_shared(monitoring.url())
@@ -373,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_subscribed = rss_kib(pid);
+    let rss_subscribed = clouddp_e2e::bench::proc_status_kib(pid, "VmRSS").unwrap_or(0);
     // One alert: raise the threshold so the open transfer alert resolves at the next pull.
     console(
         &manager,

@@ -1,0 +1,61 @@
+//! Helpers the benchmark binaries share: settings from the environment, medians, the source file, process
+//! figures from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::bail;
+
+/// An environment variable, or `default`.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The median of `values` (sorted in place).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+/// A file of `size_mb` MiB of random data in `work`, written once and reused by later runs and the peers.
+pub fn ensure_source(work: &Path, size_mb: u64) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(work)?;
+    let path = work.join(format!("src{size_mb}m.bin"));
+    let wanted = size_mb * 1_048_576;
+    if std::fs::metadata(&path)
+        .map(|metadata| metadata.len())
+        .unwrap_or(0)
+        != wanted
+    {
+        eprintln!(
+            "bench: writing {size_mb} MiB of random data to {}",
+            path.display()
+        );
+        let status = Command::new("head")
+            .args(["-c", &wanted.to_string(), "/dev/urandom"])
+            .stdout(std::fs::File::create(&path)?)
+            .status()?;
+        if !status.success() {
+            bail!("cannot write {}", path.display());
+        }
+    }
+    Ok(path)
+}
+
+/// A `/proc/<pid>/status` figure in KiB, for example `VmRSS` or `VmHWM` (peak); `None` when unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| {
+            line.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+}
