@@ -184,7 +184,7 @@ fn main() -> ExitCode {
                 progress: output == Output::Text && !no_progress,
                 max_rate,
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

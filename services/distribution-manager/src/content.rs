@@ -48,6 +48,8 @@ pub struct ContentRecord {
     pub chunk_size: u32,
     /// SHA-256 of the plaintext.
     pub sha256: [u8; 32],
+    /// BLAKE3 of the plaintext (None for versions registered before it was recorded).
+    pub blake3: Option<[u8; 32]>,
     /// SHA-256 of each plaintext chunk.
     pub chunk_hashes: Vec<[u8; 32]>,
     /// The data key, wrapped by the site key.
@@ -79,6 +81,9 @@ impl ContentRecord {
 struct StoredManifest {
     files: Vec<StoredFile>,
     chunk_sha256: Vec<String>,
+    /// BLAKE3 of the whole plaintext, hex (absent in versions registered before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blake3: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -226,7 +231,7 @@ pub async fn register(
             sha256: hasher.finish_file(),
         });
     }
-    let (size_bytes, sha256, chunk_hashes) = hasher.finish();
+    let digests = hasher.finish();
 
     let mut transaction = clouddp_platform::db::write_transaction(pool).await?;
     let existing: Option<(String, i64)> = sqlx::query_as(
@@ -253,10 +258,11 @@ pub async fn register(
         source_root: root.to_string_lossy().to_string(),
         files: manifest_files,
         source_stamps,
-        size_bytes,
+        size_bytes: digests.length,
         chunk_size: CHUNK_SIZE,
-        sha256,
-        chunk_hashes,
+        sha256: digests.sha256,
+        blake3: Some(digests.blake3),
+        chunk_hashes: digests.chunk_sha256,
         create_time_ms: now_ms(),
     };
     let manifest = StoredManifest {
@@ -272,6 +278,7 @@ pub async fn register(
             })
             .collect(),
         chunk_sha256: record.chunk_hashes.iter().map(hex::encode).collect(),
+        blake3: record.blake3.map(hex::encode),
     };
     sqlx::query(
         "INSERT INTO content_versions (id, content_id, version, name, description, content_type, flags, source_path, \
@@ -342,6 +349,7 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> DmResult<ContentRecord> {
         chunk_size: u32::try_from(row.try_get::<i64, _>("chunk_size")?)
             .map_err(|_| corrupt("chunk size"))?,
         sha256: sha.try_into().map_err(|_| corrupt("hash"))?,
+        blake3: manifest.blake3.as_deref().map(hash_from_hex).transpose()?,
         chunk_hashes,
         wrapped_key: row.try_get("wrapped_key")?,
         create_time_ms: row.try_get("create_time_ms")?,

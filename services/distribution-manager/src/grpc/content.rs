@@ -65,6 +65,7 @@ pub(crate) fn manifest_to_pb(record: &ContentRecord) -> pb::ContentManifest {
             .map(|hash| hash.to_vec())
             .collect(),
         sealed_length: layout.map(|layout| layout.sealed_len()).unwrap_or_default(),
+        plaintext_blake3: record.blake3.map(|hash| hash.to_vec()).unwrap_or_default(),
     }
 }
 
