@@ -48,6 +48,16 @@ pub fn ensure_source(work: &Path, size_mb: u64) -> anyhow::Result<PathBuf> {
 }
 
 /// A `/proc/<pid>/status` figure in KiB, for example `VmRSS` or `VmHWM` (peak); `None` when unreadable.
+/// CPU seconds a process has used so far (user + system, all its threads), from /proc/<pid>/stat.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux whatever the kernel's tick rate.
+    Some(ticks as f64 / 100.0)
+}
+
 pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status

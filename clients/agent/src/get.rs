@@ -22,6 +22,8 @@ use crate::config::{AgentConfig, Network};
 const CHUNKS_PER_REQUEST: u64 = 4;
 /// Range buffers kept for reuse at most (each holds one request's chunks).
 const POOLED_BUFFERS: usize = 16;
+/// Received groups held for the in-order digest at most; beyond, a group is read back from the files later.
+const AHEAD_LIMIT: usize = 16;
 /// How often the resume state is saved while downloading.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// The header naming the client to the content endpoint.
@@ -283,16 +285,11 @@ struct Early {
 /// memory; chunks kept from an earlier run are read back and checked against the manifest's chunk hashes).
 struct InOrder {
     next: u64,
+    /// Out while a thread hashes.
     digest: Option<WholeDigest>,
     ahead: std::collections::BTreeMap<u64, Early>,
-}
-
-impl InOrder {
-    fn update(&mut self, bytes: &[u8]) {
-        if let Some(digest) = self.digest.as_mut() {
-            digest.update(bytes);
-        }
-    }
+    /// A thread is hashing.
+    busy: bool,
 }
 
 struct Download {
@@ -409,37 +406,9 @@ impl Download {
             written += plain.len() as u64;
             plains.push(offset - len..offset - len + plain.len());
         }
-        let done_with = {
-            let mut in_order = self
-                .in_order
-                .lock()
-                .map_err(|_| "hash lock poisoned".to_owned())?;
-            if group.start == in_order.next {
-                for plain in plains {
-                    in_order.update(&sealed[plain]);
-                }
-                in_order.next = group.end;
-                self.drain(&mut in_order)?;
-                Some(sealed)
-            } else if group.start > in_order.next {
-                in_order.ahead.insert(
-                    group.start,
-                    Early {
-                        end: group.end,
-                        buffer: sealed,
-                        plains,
-                    },
-                );
-                None
-            } else {
-                Some(sealed)
-            }
-        };
-        if let Some(buffer) = done_with {
-            self.recycle(buffer);
-        }
+        // Written and authenticated: kept across a restart from here on.
         if let Ok(mut state) = self.state.lock() {
-            for index in group {
+            for index in group.clone() {
                 if let Some(slot) = state
                     .done
                     .get_mut(usize::try_from(index).unwrap_or(usize::MAX))
@@ -448,53 +417,126 @@ impl Download {
                 }
             }
         }
+        {
+            let mut in_order = self
+                .in_order
+                .lock()
+                .map_err(|_| "hash lock poisoned".to_owned())?;
+            // Already hashed (read back from the files), or too far ahead to hold in memory: the files have it.
+            if group.start < in_order.next || in_order.ahead.len() >= AHEAD_LIMIT {
+                drop(in_order);
+                self.recycle(sealed);
+                self.progress.inc(written);
+                return Ok(written);
+            }
+            in_order.ahead.insert(
+                group.start,
+                Early {
+                    end: group.end,
+                    buffer: sealed,
+                    plains,
+                },
+            );
+            if in_order.busy {
+                // The thread hashing now takes this group when its turn comes.
+                self.progress.inc(written);
+                return Ok(written);
+            }
+            in_order.busy = true;
+        }
+        let hashed = self.hash_in_order();
         self.progress.inc(written);
-        Ok(written)
+        hashed.map(|()| written)
     }
 
-    /// Feeds the hash every chunk that can follow in order: those that arrived early, and those kept from an
-    /// earlier run (read back and checked; a damaged one is marked missing and fetched again).
-    fn drain(&self, in_order: &mut InOrder) -> Result<(), String> {
-        let count = self.layout.chunk_count();
-        while in_order.next < count {
-            let index = in_order.next;
-            if let Some(early) = in_order.ahead.remove(&index) {
-                for plain in early.plains {
-                    in_order.update(&early.buffer[plain]);
-                }
-                in_order.next = early.end;
-                self.recycle(early.buffer);
-                continue;
-            }
-            let slot = usize::try_from(index).unwrap_or(usize::MAX);
-            let kept = self
-                .state
+    /// Feeds the digest every chunk that can follow in order: groups that arrived early, and chunks only in the
+    /// files (kept from an earlier run, or not held in memory), read back and checked against the manifest's
+    /// chunk hashes (a damaged one is marked missing and fetched again). One thread at a time does this (`busy`),
+    /// hashing outside the lock, so the others never wait for it.
+    fn hash_in_order(&self) -> Result<(), String> {
+        let lock = || {
+            self.in_order
                 .lock()
-                .map(|state| state.done.get(slot).copied().unwrap_or(false))
-                .unwrap_or(false);
-            if !kept {
-                return Ok(());
-            }
-            let len = self
-                .layout
-                .chunk_plain_len(index)
-                .map_err(|error| error.to_string())?;
-            let mut buffer = vec![0_u8; len];
-            self.targets
-                .read_at(&mut buffer, index * u64::from(self.layout.chunk_size()))
-                .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
-            if self.chunk_hashes.get(slot).map(Vec::as_slice) != Some(sha256(&buffer).as_slice()) {
-                if let Ok(mut state) = self.state.lock()
-                    && let Some(done) = state.done.get_mut(slot)
-                {
-                    *done = false;
+                .map_err(|_| "hash lock poisoned".to_owned())
+        };
+        loop {
+            let (mut digest, next, early) = {
+                let mut in_order = lock()?;
+                let next = in_order.next;
+                let early = in_order.ahead.remove(&next);
+                let kept = early.is_none()
+                    && next < self.layout.chunk_count()
+                    && self
+                        .state
+                        .lock()
+                        .map(|state| {
+                            state
+                                .done
+                                .get(usize::try_from(next).unwrap_or(usize::MAX))
+                                .copied()
+                                .unwrap_or(false)
+                        })
+                        .unwrap_or(false);
+                if early.is_none() && !kept {
+                    in_order.busy = false;
+                    return Ok(());
                 }
-                return Ok(());
+                let Some(digest) = in_order.digest.take() else {
+                    in_order.busy = false;
+                    return Err("the content digest is gone".to_owned());
+                };
+                (digest, next, early)
+            };
+            let reached = match early {
+                Some(early) => {
+                    for plain in early.plains {
+                        digest.update(&early.buffer[plain]);
+                    }
+                    self.recycle(early.buffer);
+                    Ok(Some(early.end))
+                }
+                None => self.hash_kept(next, &mut digest),
+            };
+            let mut in_order = lock()?;
+            in_order.digest = Some(digest);
+            match reached {
+                Ok(Some(end)) => in_order.next = end,
+                Ok(None) => {
+                    in_order.busy = false;
+                    return Ok(());
+                }
+                Err(error) => {
+                    in_order.busy = false;
+                    return Err(error);
+                }
             }
-            in_order.update(&buffer);
-            in_order.next += 1;
         }
-        Ok(())
+    }
+
+    /// Reads chunk `index` back from the files and, when it matches its hash in the manifest, feeds it to
+    /// `digest` (returns the next index); otherwise marks it missing (returns None).
+    fn hash_kept(&self, index: u64, digest: &mut WholeDigest) -> Result<Option<u64>, String> {
+        let slot = usize::try_from(index).unwrap_or(usize::MAX);
+        let len = self
+            .layout
+            .chunk_plain_len(index)
+            .map_err(|error| error.to_string())?;
+        let mut buffer = self.buffer(len);
+        buffer.resize(len, 0);
+        self.targets
+            .read_at(&mut buffer, index * u64::from(self.layout.chunk_size()))
+            .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
+        let intact =
+            self.chunk_hashes.get(slot).map(Vec::as_slice) == Some(sha256(&buffer).as_slice());
+        if intact {
+            digest.update(&buffer);
+        } else if let Ok(mut state) = self.state.lock()
+            && let Some(done) = state.done.get_mut(slot)
+        {
+            *done = false;
+        }
+        self.recycle(buffer);
+        Ok(intact.then_some(index + 1))
     }
 
     /// Saves the resume state, at most every [`SAVE_EVERY`] unless `force`.
@@ -706,6 +748,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
             next: 0,
             digest: Some(WholeDigest::for_manifest(&manifest)),
             ahead: std::collections::BTreeMap::new(),
+            busy: false,
         }),
         state: Mutex::new(state),
         state_path,
@@ -780,12 +823,16 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     download.progress.finish_and_clear();
 
     // The whole content verified against the manifest; only then do the files appear under their names.
+    // Every range was accepted: no thread hashes any more, so this one takes what is left.
+    if let Ok(mut in_order) = download.in_order.lock() {
+        in_order.busy = true;
+    }
+    download.hash_in_order().map_err(GetError::Local)?;
     let whole = {
         let mut in_order = download
             .in_order
             .lock()
             .map_err(|_| GetError::Local("hash lock poisoned".to_owned()))?;
-        download.drain(&mut in_order).map_err(GetError::Local)?;
         if in_order.next != layout.chunk_count() {
             return Err(GetError::AllLocationsFailed { attempts: failed });
         }
@@ -841,12 +888,12 @@ async fn from_location(
             return Ok(());
         }
         // A pipeline: up to `parallel` ranges in flight on the network or received, while received ones are
-        // opened, written and hashed on blocking threads (one per core: more only contend for the file), so a
-        // connection never waits for the disk or the hash.
+        // opened, written and hashed on blocking threads: one core is left to the network thread (more writers
+        // only contend for the file and the cores; measured), so a connection never waits for the disk or the hash.
         let parallel = usize::try_from(config.parallel_downloads).unwrap_or(4);
         let workers = std::thread::available_parallelism()
-            .map_or(2, std::num::NonZero::get)
-            .min(parallel);
+            .map_or(1, |cores| cores.get().saturating_sub(1))
+            .clamp(1, parallel);
         let mut waiting = groups.into_iter();
         let mut fetching = futures::stream::FuturesUnordered::new();
         let mut received = std::collections::VecDeque::new();
@@ -987,4 +1034,50 @@ fn describe(error: &reqwest::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_of(content: &[u8], with_blake3: bool) -> pb::ContentManifest {
+        pb::ContentManifest {
+            plaintext_sha256: sha256(content).to_vec(),
+            plaintext_blake3: if with_blake3 {
+                blake3::hash(content).as_bytes().to_vec()
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn digest_in_pieces(manifest: &pb::ContentManifest, content: &[u8]) -> bool {
+        let mut digest = WholeDigest::for_manifest(manifest);
+        for piece in content.chunks(7) {
+            digest.update(piece);
+        }
+        digest.matches(manifest)
+    }
+
+    #[test]
+    fn the_whole_digest_is_blake3_when_the_manifest_has_it_and_sha256_otherwise() {
+        let content = b"the framed plaintext of a content version".repeat(50);
+        let mut damaged = content.clone();
+        damaged[100] ^= 1;
+        for with_blake3 in [true, false] {
+            let manifest = manifest_of(&content, with_blake3);
+            assert!(matches!(
+                (WholeDigest::for_manifest(&manifest), with_blake3),
+                (WholeDigest::Blake3(_), true) | (WholeDigest::Sha256(_), false)
+            ));
+            assert!(digest_in_pieces(&manifest, &content));
+            assert!(!digest_in_pieces(&manifest, &damaged));
+            assert!(!digest_in_pieces(&manifest, &content[1..]));
+        }
+        // A BLAKE3 that does not match fails even when the SHA-256 would.
+        let mut wrong = manifest_of(&content, true);
+        wrong.plaintext_blake3[0] ^= 1;
+        assert!(!digest_in_pieces(&wrong, &content));
+    }
 }

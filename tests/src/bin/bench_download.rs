@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clouddp_e2e::bench::{ensure_source, env_or, median};
+use clouddp_e2e::bench::{cpu_seconds, ensure_source, env_or, median};
 use clouddp_e2e::pki::TestCa;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
@@ -44,8 +44,19 @@ async fn echo_server() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Calls `call` from `concurrency` tasks over `channels` connections for `seconds`; returns calls per second.
-async fn closed_loop<F, Fut>(concurrency: usize, seconds: f64, call: F) -> anyhow::Result<f64>
+/// Calls per second, and the server's CPU time per call.
+struct Throughput {
+    per_second: f64,
+    server_cpu_us: f64,
+}
+
+/// Calls `call` from `concurrency` tasks for `seconds`, measuring the CPU the process `server` spent meanwhile.
+async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    seconds: f64,
+    server: u32,
+    call: F,
+) -> anyhow::Result<Throughput>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -57,6 +68,7 @@ where
     for worker in 0..concurrency {
         call(worker).await?;
     }
+    let cpu_before = cpu_seconds(server).context("server CPU time")?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
@@ -74,7 +86,13 @@ where
     while let Some(result) = tasks.join_next().await {
         result??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server).context("server CPU time")? - cpu_before;
+    let calls = done.load(Ordering::Relaxed) as f64;
+    Ok(Throughput {
+        per_second: calls / elapsed,
+        server_cpu_us: cpu / calls * 1e6,
+    })
 }
 
 /// Calls `call` at `rate` per second (open loop) for `seconds`; returns latencies in ms.
@@ -376,8 +394,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let echo_rps = closed_loop(concurrency, seconds, echo_call).await?;
-    let locate_rps = closed_loop(concurrency, seconds, locate_call.clone()).await?;
+    let echo_pid = echo_process.id().context("echo server pid")?;
+    let manager_pid = manager.pid().context("distribution manager pid")?;
+    let echo = closed_loop(concurrency, seconds, echo_pid, echo_call).await?;
+    let locate = closed_loop(concurrency, seconds, manager_pid, locate_call.clone()).await?;
+    let (echo_rps, locate_rps) = (echo.per_second, locate.per_second);
     let mut latencies = open_loop(locate_rps / 2.0, seconds, locate_call).await?;
     let p50 = percentile(&mut latencies, 0.5);
     let p99 = percentile(&mut latencies, 0.99);
@@ -386,6 +407,10 @@ async fn main() -> anyhow::Result<()> {
         "LocateContent (16 MiB content, {concurrency} concurrent over {connections} connections): {locate_rps:.0} req/s vs bare tonic health check {echo_rps:.0} req/s; at half ({:.0} req/s, {} requests) p50 {p50:.2} ms p99 {p99:.2} ms",
         locate_rps / 2.0,
         latencies.len()
+    );
+    println!(
+        "server CPU per call: LocateContent {:.1} µs (distribution manager), health check {:.1} µs (bare tonic); the load generator shares the 2 cores",
+        locate.server_cpu_us, echo.server_cpu_us
     );
     drop(manager);
 
