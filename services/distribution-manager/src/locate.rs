@@ -45,7 +45,7 @@ pub struct LocateRequest {
 #[derive(Debug, Clone)]
 pub struct Location {
     /// The DP.
-    pub dp: DpRecord,
+    pub dp: Arc<DpRecord>,
     /// Its tier.
     pub tier: Tier,
     /// The sealed object's URL.
@@ -90,7 +90,9 @@ pub struct Locator {
     keys: TokenKeys,
     token_lifetime: Duration,
     public_port: u16,
-    snapshot: Arc<tokio::sync::RwLock<Option<Arc<Snapshot>>>>,
+    /// Read by every call (a plain lock held for a pointer copy); `rebuild` lets one caller rebuild it at a time.
+    snapshot: Arc<std::sync::RwLock<Option<Arc<Snapshot>>>>,
+    rebuild: Arc<tokio::sync::Mutex<()>>,
     contents: Arc<std::sync::RwLock<HashMap<String, Arc<CachedContent>>>>,
 }
 
@@ -105,7 +107,7 @@ struct Snapshot {
     settings: Vec<ClientSettings>,
     /// (is user, lowercase principal) → index of the winning settings.
     assigned: HashMap<(bool, String), usize>,
-    dps: Vec<DpRecord>,
+    dps: Vec<Arc<DpRecord>>,
     /// Content version → DPs holding it.
     holdings: HashMap<String, HashSet<String>>,
 }
@@ -153,6 +155,7 @@ impl Locator {
             token_lifetime,
             public_port,
             snapshot: Arc::default(),
+            rebuild: Arc::default(),
             contents: Arc::default(),
         }
     }
@@ -163,20 +166,23 @@ impl Locator {
             .manager
             .generation()
             .load(std::sync::atomic::Ordering::Acquire);
-        if let Some(snapshot) = self.snapshot.read().await.as_ref()
-            && snapshot.generation == generation
-        {
-            return Ok(snapshot.clone());
+        let current = |generation: u64| {
+            self.snapshot
+                .read()
+                .ok()
+                .and_then(|slot| slot.clone())
+                .filter(|snapshot| snapshot.generation == generation)
+        };
+        if let Some(snapshot) = current(generation) {
+            return Ok(snapshot);
         }
-        let mut slot = self.snapshot.write().await;
+        let _rebuilding = self.rebuild.lock().await;
         let generation = self
             .manager
             .generation()
             .load(std::sync::atomic::Ordering::Acquire);
-        if let Some(snapshot) = slot.as_ref()
-            && snapshot.generation == generation
-        {
-            return Ok(snapshot.clone());
+        if let Some(snapshot) = current(generation) {
+            return Ok(snapshot);
         }
         let deployments = self
             .policy
@@ -211,11 +217,19 @@ impl Locator {
             groups: self.policy.list_boundary_groups().await?,
             settings,
             assigned,
-            dps: self.manager.list(None).await?,
+            dps: self
+                .manager
+                .list(None)
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
             holdings,
         });
         tracing::debug!(generation, "content location snapshot rebuilt");
-        *slot = Some(snapshot.clone());
+        if let Ok(mut slot) = self.snapshot.write() {
+            *slot = Some(snapshot.clone());
+        }
         Ok(snapshot)
     }
 

@@ -135,6 +135,10 @@ pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let path = request.uri().path();
     let span =
         tracing::info_span!("rpc", otel.name = %path, otel.kind = "server", rpc.path = %path);
+    // Only a caller's `traceparent` gives a parent to link to (most calls have none: skip the propagator).
+    if span.is_disabled() || !request.headers().contains_key("traceparent") {
+        return span;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
     });

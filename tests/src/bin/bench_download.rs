@@ -29,7 +29,8 @@ fn console(manager: &ServiceProcess, args: &[&str]) -> anyhow::Result<serde_json
     clouddp_e2e::console::json(&manager.url(), clouddp_e2e::console::NO_MONITORING, args)
 }
 
-/// A bare tonic server answering the standard health check: the baseline of what one RPC costs.
+/// A bare tonic server answering the standard health check: the baseline of what one RPC costs. Its listener
+/// is set up as `Server::serve` sets up its own (TCP_NODELAY on, tonic's default), on a free port.
 async fn echo_server() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);
@@ -39,7 +40,9 @@ async fn echo_server() -> anyhow::Result<()> {
         .await;
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await?;
     Ok(())
 }
@@ -396,21 +399,31 @@ async fn main() -> anyhow::Result<()> {
     };
     let echo_pid = echo_process.id().context("echo server pid")?;
     let manager_pid = manager.pid().context("distribution manager pid")?;
-    let echo = closed_loop(concurrency, seconds, echo_pid, echo_call).await?;
-    let locate = closed_loop(concurrency, seconds, manager_pid, locate_call.clone()).await?;
-    let (echo_rps, locate_rps) = (echo.per_second, locate.per_second);
+    // Alternating rounds, so a slow spell of the machine weighs on both sides alike; medians compared.
+    let (mut echo_rates, mut echo_cpu, mut locate_rates, mut locate_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let echo = closed_loop(concurrency, seconds, echo_pid, echo_call.clone()).await?;
+        let locate = closed_loop(concurrency, seconds, manager_pid, locate_call.clone()).await?;
+        echo_rates.push(echo.per_second);
+        echo_cpu.push(echo.server_cpu_us);
+        locate_rates.push(locate.per_second);
+        locate_cpu.push(locate.server_cpu_us);
+    }
+    let (echo_rps, locate_rps) = (median(&mut echo_rates), median(&mut locate_rates));
     let mut latencies = open_loop(locate_rps / 2.0, seconds, locate_call).await?;
     let p50 = percentile(&mut latencies, 0.5);
     let p99 = percentile(&mut latencies, 0.99);
     drop(echo_process);
     println!(
-        "LocateContent (16 MiB content, {concurrency} concurrent over {connections} connections): {locate_rps:.0} req/s vs bare tonic health check {echo_rps:.0} req/s; at half ({:.0} req/s, {} requests) p50 {p50:.2} ms p99 {p99:.2} ms",
+        "LocateContent (16 MiB content, {concurrency} concurrent over {connections} connections, n={runs} alternating rounds): median {locate_rps:.0} req/s vs bare tonic health check {echo_rps:.0} req/s; at half ({:.0} req/s, {} requests) p50 {p50:.2} ms p99 {p99:.2} ms",
         locate_rps / 2.0,
         latencies.len()
     );
     println!(
-        "server CPU per call: LocateContent {:.1} µs (distribution manager), health check {:.1} µs (bare tonic); the load generator shares the 2 cores",
-        locate.server_cpu_us, echo.server_cpu_us
+        "  rounds: LocateContent {locate_rates:.0?} req/s, health check {echo_rates:.0?} req/s; server CPU per call (median): LocateContent {:.1} µs (distribution manager), health check {:.1} µs (bare tonic); the load generator shares the 2 cores",
+        median(&mut locate_cpu),
+        median(&mut echo_cpu)
     );
     drop(manager);
 
