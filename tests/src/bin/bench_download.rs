@@ -1,9 +1,11 @@
 //! `bench-download`: the device side of clouddp, side by side in one run with its peers.
 //!
 //! 1. The agent's download + verify + decrypt of a content version from the content endpoint over HTTPS, vs
-//!    nginx → curl over HTTPS of the same file (the shared peer script `20_nginx_https.sh`).
+//!    nginx → curl over HTTPS of the same size (the shared peer script `20_nginx_https.sh`, run after each of
+//!    the agent's runs); medians compared.
 //! 2. LocateContent requests per second vs a bare tonic server answering the standard health check, both driven
-//!    by the same load generator here; then the p99 latency of LocateContent at half its measured maximum.
+//!    by the same load generator here in alternating rounds; then the p99 latency of LocateContent at half its
+//!    measured maximum.
 //!
 //! Run it with `./tests/bench-download` (release binaries). Environment: `SIZE_MB` (1024), `N` (3),
 //! `BENCH_DIR` (/tmp/clouddp-bench), `PEERS_DIR` (../shared/bench), `SKIP_PEERS=1`, `OUT_DIR` (where the agent
@@ -124,6 +126,37 @@ where
         latencies.push(result??);
     }
     Ok(latencies)
+}
+
+/// One run of the shared peer script `20_nginx_https.sh` (nginx → curl of the same size, its own median of
+/// three transfers: its first transfer after nginx starts is the slowest): its HTTPS MB/s and its result line.
+fn nginx_once(peers: &Path, size_mb: u64, bench_dir: &Path) -> anyhow::Result<(f64, String)> {
+    let output = Command::new("bash")
+        .arg(peers.join("20_nginx_https.sh"))
+        .env("SIZE_MB", size_mb.to_string())
+        .env("N", "3")
+        .env("BENCH_DIR", bench_dir)
+        .output()
+        .context("run 20_nginx_https.sh")?;
+    let line = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    if !output.status.success() {
+        bail!(
+            "20_nginx_https.sh failed: {line}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let https = line
+        .split("https")
+        .nth(1)
+        .and_then(|rest| rest.split("median").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse::<f64>().ok())
+        .with_context(|| format!("no HTTPS figure in {line:?}"))?;
+    Ok((https, line))
 }
 
 fn percentile(values: &mut [f64], fraction: f64) -> f64 {
@@ -274,9 +307,12 @@ async fn main() -> anyhow::Result<()> {
     let big_deployment = deployment("bench").await?;
     let small_deployment = deployment("small").await?;
 
-    // 1. The agent's download, verify and decrypt.
+    // 1. The agent's download, verify and decrypt; each run followed by one of the peer's, so that a slow spell
+    // of the machine weighs on both sides alike.
+    let with_peers = std::env::var("SKIP_PEERS").is_err();
     let mut rates = Vec::new();
-    let mut agent_cpu = Vec::new();
+    let mut nginx_rates = Vec::new();
+    let mut nginx_line = String::new();
     for run in 0..runs {
         let _ = std::fs::remove_dir_all(&out_root);
         std::fs::create_dir_all(&out_root)?;
@@ -315,7 +351,13 @@ async fn main() -> anyhow::Result<()> {
         let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
         let bytes = report["bytes"].as_f64().context("bytes")?;
         rates.push(bytes / wall / 1e6);
-        agent_cpu.push(wall);
+        if with_peers {
+            // The peer runs on the machine as the agent found it: without the agent's output.
+            let _ = std::fs::remove_dir_all(&out_root);
+            let (https, line) = nginx_once(&peers, size_mb, &bench_dir)?;
+            nginx_rates.push(https);
+            nginx_line = line;
+        }
     }
     let _ = std::fs::remove_dir_all(&out_root);
     let agent_rate = median(&mut rates);
@@ -323,6 +365,12 @@ async fn main() -> anyhow::Result<()> {
         "clouddp agent get {size_mb} MiB (download + verify + decrypt + write to {}), n={runs}: median {agent_rate:.0} MB/s {rates:.0?}",
         out_root.display()
     );
+    let nginx_rate = median(&mut nginx_rates);
+    if with_peers {
+        println!(
+            "peer nginx -> curl over HTTPS, one run of the script (median of 3) after each of the agent's: median {nginx_rate:.0} MB/s {nginx_rates:.0?}; last: {nginx_line}"
+        );
+    }
 
     // 2. LocateContent vs a bare tonic server, same load generator.
     let mut echo_process = tokio::process::Command::new(std::env::current_exe()?)
@@ -433,40 +481,13 @@ async fn main() -> anyhow::Result<()> {
         echo_rps,
         0.5,
     )];
-    if std::env::var("SKIP_PEERS").is_err() {
-        eprintln!("bench: running peer 20_nginx_https.sh");
-        let output = Command::new("bash")
-            .arg(peers.join("20_nginx_https.sh"))
-            .env("SIZE_MB", size_mb.to_string())
-            .env("N", runs.to_string())
-            .env("BENCH_DIR", &bench_dir)
-            .output()
-            .context("run 20_nginx_https.sh")?;
-        let line = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned();
-        if !output.status.success() {
-            bail!(
-                "20_nginx_https.sh failed: {line}{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        println!("peer: {line}");
-        let nginx = line
-            .split("https")
-            .nth(1)
-            .and_then(|rest| rest.split("median").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|value| value.parse::<f64>().ok())
-            .unwrap_or(f64::NAN);
+    if with_peers {
         rows.insert(
             0,
             (
                 "agent get vs nginx -> curl over HTTPS (MB/s)",
                 agent_rate,
-                nginx,
+                nginx_rate,
                 0.7,
             ),
         );
