@@ -365,7 +365,11 @@ async fn main() -> anyhow::Result<()> {
         "clouddp agent get {size_mb} MiB (download + verify + decrypt + write to {}), n={runs}: median {agent_rate:.0} MB/s {rates:.0?}",
         out_root.display()
     );
-    let nginx_rate = median(&mut nginx_rates);
+    let nginx_rate = if with_peers {
+        median(&mut nginx_rates)
+    } else {
+        f64::NAN
+    };
     if with_peers {
         println!(
             "peer nginx -> curl over HTTPS, one run of the script (median of 3) after each of the agent's: median {nginx_rate:.0} MB/s {nginx_rates:.0?}; last: {nginx_line}"
