@@ -1,8 +1,8 @@
 //! `bench-download`: the device side of clouddp, side by side in one run with its peers.
 //!
 //! 1. The agent's download + verify + decrypt of a content version from the content endpoint over HTTPS, vs
-//!    nginx → curl over HTTPS of the same size (the shared peer script `20_nginx_https.sh`, run after each of
-//!    the agent's runs); medians compared.
+//!    nginx → curl over HTTPS of the same size (the shared peer script `20_nginx_https.sh`, right after the
+//!    agent's runs); medians compared.
 //! 2. LocateContent requests per second vs a bare tonic server answering the standard health check, both driven
 //!    by the same load generator here in alternating rounds; then the p99 latency of LocateContent at half its
 //!    measured maximum.
@@ -128,13 +128,18 @@ where
     Ok(latencies)
 }
 
-/// One run of the shared peer script `20_nginx_https.sh` (nginx → curl of the same size, its own median of
-/// three transfers: its first transfer after nginx starts is the slowest): its HTTPS MB/s and its result line.
-fn nginx_once(peers: &Path, size_mb: u64, bench_dir: &Path) -> anyhow::Result<(f64, String)> {
+/// The shared peer script `20_nginx_https.sh` (nginx → curl of the same size, `runs` transfers): its median
+/// HTTPS MB/s and its result line.
+fn nginx(
+    peers: &Path,
+    size_mb: u64,
+    runs: usize,
+    bench_dir: &Path,
+) -> anyhow::Result<(f64, String)> {
     let output = Command::new("bash")
         .arg(peers.join("20_nginx_https.sh"))
         .env("SIZE_MB", size_mb.to_string())
-        .env("N", "3")
+        .env("N", runs.to_string())
         .env("BENCH_DIR", bench_dir)
         .output()
         .context("run 20_nginx_https.sh")?;
@@ -157,6 +162,20 @@ fn nginx_once(peers: &Path, size_mb: u64, bench_dir: &Path) -> anyhow::Result<(f
         .and_then(|value| value.parse::<f64>().ok())
         .with_context(|| format!("no HTTPS figure in {line:?}"))?;
     Ok((https, line))
+}
+
+/// Reads every file under `dir` once, so that it is in the page cache: the peer script does the same with its
+/// file before it measures (this machine pages cold memory out after a few seconds).
+fn warm(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            warm(&path)?;
+        } else {
+            std::io::copy(&mut std::fs::File::open(&path)?, &mut std::io::sink())?;
+        }
+    }
+    Ok(())
 }
 
 fn percentile(values: &mut [f64], fraction: f64) -> f64 {
@@ -307,15 +326,18 @@ async fn main() -> anyhow::Result<()> {
     let big_deployment = deployment("bench").await?;
     let small_deployment = deployment("small").await?;
 
-    // 1. The agent's download, verify and decrypt; each run followed by one of the peer's, so that a slow spell
-    // of the machine weighs on both sides alike.
+    // 1. The agent's download, verify and decrypt, runs back to back. (Interleaving the peer's runs was tried:
+    // this VM hands freed memory back to its host within seconds, and the agent's next run then paid for
+    // faulting fresh pages in for the 1 GiB it writes (a 6x slower copy into the file), which the peer, writing
+    // to /dev/null, never does.)
+    // One more run first, not counted: like the peer's first transfer (the slowest of its runs, which its median
+    // leaves out), it pays for first touches (here the memory the 1 GiB output lands in).
     let with_peers = std::env::var("SKIP_PEERS").is_err();
     let mut rates = Vec::new();
-    let mut nginx_rates = Vec::new();
-    let mut nginx_line = String::new();
-    for run in 0..runs {
+    for run in 0..=runs {
         let _ = std::fs::remove_dir_all(&out_root);
         std::fs::create_dir_all(&out_root)?;
+        warm(&folder)?;
         let started = Instant::now();
         // `AGENT_WRAPPER="perf record -g -o /tmp/agent.perf"` profiles the agent.
         let wrapper = env_or("AGENT_WRAPPER", "");
@@ -350,13 +372,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
         let bytes = report["bytes"].as_f64().context("bytes")?;
-        rates.push(bytes / wall / 1e6);
-        if with_peers {
-            // The peer runs on the machine as the agent found it: without the agent's output.
-            let _ = std::fs::remove_dir_all(&out_root);
-            let (https, line) = nginx_once(&peers, size_mb, &bench_dir)?;
-            nginx_rates.push(https);
-            nginx_line = line;
+        if run > 0 {
+            rates.push(bytes / wall / 1e6);
         }
     }
     let _ = std::fs::remove_dir_all(&out_root);
@@ -366,15 +383,13 @@ async fn main() -> anyhow::Result<()> {
         out_root.display()
     );
     let nginx_rate = if with_peers {
-        median(&mut nginx_rates)
+        eprintln!("bench: running peer 20_nginx_https.sh");
+        let (https, line) = nginx(&peers, size_mb, runs, &bench_dir)?;
+        println!("peer: {line}");
+        https
     } else {
         f64::NAN
     };
-    if with_peers {
-        println!(
-            "peer nginx -> curl over HTTPS, one run of the script (median of 3) after each of the agent's: median {nginx_rate:.0} MB/s {nginx_rates:.0?}; last: {nginx_line}"
-        );
-    }
 
     // 2. LocateContent vs a bare tonic server, same load generator.
     let mut echo_process = tokio::process::Command::new(std::env::current_exe()?)
