@@ -16,8 +16,8 @@ const STAGING_DIR: &str = ".staging";
 /// Read buffers kept for reuse, process-wide: a fresh MiB-sized allocation costs a page fault per 4 KiB, on
 /// every range a content endpoint serves.
 const POOLED_BUFFERS: usize = 32;
-/// Larger buffers are freed, not kept.
-const POOLED_MAX: usize = 4 << 20;
+/// Larger buffers are freed, not kept (the content endpoint reads 1 MiB slices): at most 64 MiB stay idle.
+const POOLED_MAX: usize = 2 << 20;
 
 static READ_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
