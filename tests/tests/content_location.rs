@@ -433,7 +433,8 @@ async fn every_location_rule_with_its_reasons() {
         answer
             .locations
             .iter()
-            .all(|location| location.access_token.starts_with("cdp1."))
+            .all(|location| location.access_token.starts_with("cdp1.")
+                || location.access_token.starts_with("cdp2."))
     );
     let cloud = answer
         .locations
@@ -695,6 +696,76 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
     .await
     .unwrap();
     assert_eq!(unsatisfiable.status(), 416);
+
+    // Devices asking at the same moment get tokens signed together (one signature for the batch): each is
+    // accepted for its own device only. Rounds of 24 concurrent calls until a batch shows up.
+    let mut batched = false;
+    for _ in 0..20 {
+        let answers = futures::future::join_all((0..24).map(|index| {
+            let site = &site;
+            async move {
+                let device = format!("pc-batch-{index}");
+                let answer = site
+                    .locate(&device, "", "10.1.2.3", false, "fallback")
+                    .await
+                    .unwrap();
+                let location = answer
+                    .locations
+                    .into_iter()
+                    .find(|location| location.distribution_point_name == "onprem-a")
+                    .unwrap();
+                (device, location)
+            }
+        }))
+        .await;
+        for (device, location) in &answers {
+            batched |= location.access_token.starts_with("cdp2.");
+            let own = get(location, &location.access_token, device, "bytes=0-9")
+                .await
+                .unwrap();
+            assert_eq!(own.status(), 206, "{device}");
+            let borrowed = get(
+                location,
+                &location.access_token,
+                "pc-batch-other",
+                "bytes=0-9",
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                borrowed.status(),
+                403,
+                "{device}'s token used by another device"
+            );
+        }
+        // Another member's proof with this token's claims is refused.
+        let tokens: Vec<&str> = answers
+            .iter()
+            .map(|(_, location)| location.access_token.as_str())
+            .filter(|token| token.starts_with("cdp2."))
+            .collect();
+        if let [first, second, ..] = tokens.as_slice() {
+            let (a, b): (Vec<&str>, Vec<&str>) =
+                (first.split('.').collect(), second.split('.').collect());
+            let mixed = format!("cdp2.{}.{}.{}.{}", a[1], b[2], b[3], a[4]);
+            if mixed != *first {
+                // Refused at the signature, before the device is even compared.
+                let location = &answers[0].1;
+                let refused = get(location, &mixed, "pc-batch-0", "bytes=0-9")
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    refused.status(),
+                    401,
+                    "a token with another member's index and proof"
+                );
+            }
+        }
+        if batched {
+            break;
+        }
+    }
+    assert!(batched, "24 concurrent calls never shared a signature");
 
     // A rotated key keeps earlier tokens valid; new tokens carry the new key.
     let mut locations = ContentLocationServiceClient::new(site.manager.channel());

@@ -5,6 +5,13 @@
 //! format and Ed25519, and anything else (a JWT, `alg: none`, another prefix) is refused before any parsing.
 //! The content endpoint verifies tokens offline with the site's public keys, chosen by the `kid` claim, so a
 //! rotated key keeps verifying the tokens it signed until they expire.
+//!
+//! Tokens issued together (several clients asking at the same moment) share one signature:
+//! `cdp2.<claims>.<index>.<proof>.<signature>`. The claims of the batch are the leaves of a Merkle tree
+//! (SHA-256, leaves and nodes domain-separated, padded to a power of two); the signature covers `cdp2`, the tree's
+//! depth and its root; the proof is the token's sibling hashes from leaf to root. A verifier rebuilds the root from
+//! the token's own claims, index and proof, then checks the one signature: changing the claims, the index or any
+//! proof hash changes the root. The Ed25519 signature, a third of an answer's CPU, is paid once per batch.
 
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use base64::Engine as _;
@@ -13,6 +20,32 @@ use serde::{Deserialize, Serialize};
 
 /// The token format prefix.
 pub const PREFIX: &str = "cdp1";
+/// The prefix of tokens signed in a batch.
+pub const BATCH_PREFIX: &str = "cdp2";
+/// Deepest batch tree accepted (2^16 tokens under one signature).
+const MAX_DEPTH: usize = 16;
+const LEAF_TAG: &[u8] = b"clouddp token leaf\0";
+const NODE_TAG: &[u8] = b"clouddp token node\0";
+const PAD_TAG: &[u8] = b"clouddp token pad\0";
+
+fn hash(parts: &[&[u8]]) -> [u8; 32] {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        context.update(part);
+    }
+    let mut out = [0_u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+/// What the signature of a batch covers: the format, the tree's depth and its root.
+fn batch_message(depth: usize, root: &[u8; 32]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(BATCH_PREFIX.len() + 1 + 32);
+    message.extend_from_slice(BATCH_PREFIX.as_bytes());
+    message.push(u8::try_from(depth).unwrap_or(u8::MAX));
+    message.extend_from_slice(root);
+    message
+}
 /// The longest lifetime a token may have.
 pub const MAX_LIFETIME_MS: i64 = 60 * 60 * 1000;
 /// Clock skew tolerated between the signer and the verifier.
@@ -102,6 +135,67 @@ impl SigningKey {
         self.pair.public_key().as_ref().to_vec()
     }
 
+    /// Signs a batch of claims (each `kid` set to this key's id) with one signature; one token per claims, in
+    /// order. A batch of one is an ordinary `cdp1` token.
+    pub fn sign_batch(&self, batch: Vec<Claims>) -> Result<Vec<String>, TokenError> {
+        if batch.len() <= 1 {
+            return batch.into_iter().map(|claims| self.sign(claims)).collect();
+        }
+        let mut bodies = Vec::with_capacity(batch.len());
+        for mut claims in batch {
+            if claims.exp - claims.iat > MAX_LIFETIME_MS || claims.exp <= claims.iat {
+                return Err(TokenError::TooLong);
+            }
+            claims.kid = self.id.clone();
+            bodies.push(
+                URL_SAFE_NO_PAD
+                    .encode(serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?),
+            );
+        }
+        let depth = usize::try_from(bodies.len().next_power_of_two().trailing_zeros())
+            .unwrap_or(usize::MAX);
+        if depth > MAX_DEPTH {
+            return Err(TokenError::Malformed);
+        }
+        // levels[0] are the leaves (padded), the last level the root.
+        let pad = hash(&[PAD_TAG]);
+        let mut level: Vec<[u8; 32]> = bodies
+            .iter()
+            .map(|body| hash(&[LEAF_TAG, body.as_bytes()]))
+            .collect();
+        level.resize(1 << depth, pad);
+        let mut levels = vec![level];
+        while levels.last().is_some_and(|level| level.len() > 1) {
+            let below = levels.last().map(Vec::as_slice).unwrap_or_default();
+            let above = below
+                .chunks(2)
+                .map(|pair| hash(&[NODE_TAG, &pair[0], &pair[1]]))
+                .collect();
+            levels.push(above);
+        }
+        let root = levels
+            .last()
+            .and_then(|level| level.first())
+            .copied()
+            .unwrap_or(pad);
+        let signature =
+            URL_SAFE_NO_PAD.encode(self.pair.sign(&batch_message(depth, &root)).as_ref());
+        Ok(bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| {
+                let mut proof = Vec::with_capacity(depth * 32);
+                for (height, level) in levels.iter().take(depth).enumerate() {
+                    proof.extend_from_slice(&level[(index >> height) ^ 1]);
+                }
+                format!(
+                    "{BATCH_PREFIX}.{body}.{index}.{}.{signature}",
+                    URL_SAFE_NO_PAD.encode(proof)
+                )
+            })
+            .collect())
+    }
+
     /// Signs `claims` (whose `kid` is set to this key's id).
     pub fn sign(&self, mut claims: Claims) -> Result<String, TokenError> {
         if claims.exp - claims.iat > MAX_LIFETIME_MS || claims.exp <= claims.iat {
@@ -139,15 +233,40 @@ pub fn verify<'k>(
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
     }
-    let mut parts = token.split('.');
-    let (Some(prefix), Some(body), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed);
+    let parts: Vec<&str> = token.split('.').collect();
+    let (body, signature, signed) = match parts.as_slice() {
+        [PREFIX, body, signature] => {
+            let signed_len = PREFIX.len() + 1 + body.len();
+            (*body, *signature, token.as_bytes()[..signed_len].to_vec())
+        }
+        [BATCH_PREFIX, body, index, proof, signature] => {
+            // The root from this token's own claims, index and proof; the signature must cover it.
+            if index.is_empty()
+                || index.len() > 6
+                || !index.bytes().all(|byte| byte.is_ascii_digit())
+            {
+                return Err(TokenError::Malformed);
+            }
+            let index: usize = index.parse().map_err(|_| TokenError::Malformed)?;
+            let proof = URL_SAFE_NO_PAD
+                .decode(proof)
+                .map_err(|_| TokenError::Malformed)?;
+            let depth = proof.len() / 32;
+            if proof.len() % 32 != 0 || depth == 0 || depth > MAX_DEPTH || index >> depth != 0 {
+                return Err(TokenError::Malformed);
+            }
+            let mut node = hash(&[LEAF_TAG, body.as_bytes()]);
+            for (height, sibling) in proof.chunks(32).enumerate() {
+                node = if (index >> height) & 1 == 0 {
+                    hash(&[NODE_TAG, &node, sibling])
+                } else {
+                    hash(&[NODE_TAG, sibling, &node])
+                };
+            }
+            (*body, *signature, batch_message(depth, &node))
+        }
+        _ => return Err(TokenError::Malformed),
     };
-    if prefix != PREFIX {
-        return Err(TokenError::Malformed);
-    }
     let body_bytes = URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| TokenError::Malformed)?;
@@ -156,9 +275,8 @@ pub fn verify<'k>(
         .map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&body_bytes).map_err(|_| TokenError::Malformed)?;
     let public = key_for(&claims.kid).ok_or(TokenError::UnknownKey)?;
-    let signed_len = prefix.len() + 1 + body.len();
     UnparsedPublicKey::new(&signature::ED25519, public)
-        .verify(&token.as_bytes()[..signed_len], &signature)
+        .verify(&signed, &signature)
         .map_err(|_| TokenError::BadSignature)?;
     if claims.exp - claims.iat > MAX_LIFETIME_MS {
         return Err(TokenError::TooLong);
@@ -258,6 +376,132 @@ mod tests {
                 }
             ),
             Err(TokenError::WrongScope("client"))
+        );
+    }
+
+    fn claims_for(client: &str) -> Claims {
+        Claims {
+            sub: client.to_owned(),
+            ..claims()
+        }
+    }
+
+    fn scope_for(client: &str) -> Scope<'_> {
+        Scope {
+            dp: "dp-1",
+            cv: "cnt-1@1",
+            client,
+        }
+    }
+
+    #[test]
+    fn batch_tokens_verify_each_for_its_own_client_only() {
+        let (key, _) = SigningKey::generate("k1").unwrap();
+        let public = key.public_key();
+        let lookup = |kid: &str| (kid == "k1").then_some(public.as_slice());
+        for size in 1..=9 {
+            let clients: Vec<String> = (0..size).map(|index| format!("pc-{index}")).collect();
+            let tokens = key
+                .sign_batch(clients.iter().map(|client| claims_for(client)).collect())
+                .unwrap();
+            assert_eq!(tokens.len(), size);
+            let signatures: std::collections::HashSet<&str> = tokens
+                .iter()
+                .map(|token| token.rsplit('.').next().unwrap())
+                .collect();
+            assert_eq!(signatures.len(), 1, "one signature per batch");
+            for (token, client) in tokens.iter().zip(&clients) {
+                assert!(token.starts_with(if size == 1 { "cdp1." } else { "cdp2." }));
+                assert_eq!(
+                    verify(token, lookup, NOW, scope_for(client)).unwrap().sub,
+                    *client
+                );
+                if size > 1 {
+                    assert_eq!(
+                        verify(token, lookup, NOW, scope_for("someone-else")),
+                        Err(TokenError::WrongScope("client"))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_tokens_refuse_tampered_claims_index_proof_and_mixing() {
+        let (key, _) = SigningKey::generate("k1").unwrap();
+        let (other, _) = SigningKey::generate("k1").unwrap();
+        let public = key.public_key();
+        let lookup = |kid: &str| (kid == "k1").then_some(public.as_slice());
+        let clients = ["pc-0", "pc-1", "pc-2", "pc-3", "pc-4"];
+        let tokens = key
+            .sign_batch(clients.iter().map(|client| claims_for(client)).collect())
+            .unwrap();
+        let token = &tokens[2];
+        // Every single-character change is refused.
+        for index in 5..token.len() {
+            let mut bytes = token.clone().into_bytes();
+            if bytes[index] == b'.' {
+                continue;
+            }
+            bytes[index] = if bytes[index] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            if tampered != *token {
+                assert!(
+                    verify(&tampered, lookup, NOW, scope_for("pc-2")).is_err(),
+                    "index {index} accepted"
+                );
+            }
+        }
+        let parts: Vec<&str> = token.split('.').collect();
+        let sibling: Vec<&str> = tokens[3].split('.').collect();
+        // Another member's claims with this token's index and proof; this member's claims at another index; the
+        // proof of another member; the signature of another batch or key.
+        let others = key
+            .sign_batch(clients.iter().map(|client| claims_for(client)).collect())
+            .unwrap();
+        let forged = other
+            .sign_batch(clients.iter().map(|client| claims_for(client)).collect())
+            .unwrap();
+        let mut changed = claims_for("pc-2");
+        changed.kid = "k1".to_owned();
+        changed.dp = "dp-2".to_owned();
+        let rewritten = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&changed).unwrap());
+        for bad in [
+            format!("cdp2.{}.{}.{}.{}", sibling[1], parts[2], parts[3], parts[4]),
+            format!("cdp2.{}.3.{}.{}", parts[1], parts[3], parts[4]),
+            format!("cdp2.{}.{}.{}.{}", parts[1], parts[2], sibling[3], parts[4]),
+            format!("cdp2.{rewritten}.{}.{}.{}", parts[2], parts[3], parts[4]),
+            format!(
+                "cdp2.{}.{}.{}.{}",
+                parts[1],
+                parts[2],
+                parts[3],
+                forged[2].rsplit('.').next().unwrap()
+            ),
+            format!("cdp2.{}.{}..{}", parts[1], parts[2], parts[4]),
+            format!("cdp2.{}.+2.{}.{}", parts[1], parts[3], parts[4]),
+            format!("cdp2.{}.10.{}.{}", parts[1], parts[3], parts[4]),
+            format!("cdp1.{}.{}", parts[1], parts[4]),
+            format!("{token}.x"),
+        ] {
+            let client = if bad.contains(sibling[1]) {
+                "pc-3"
+            } else {
+                "pc-2"
+            };
+            assert!(
+                verify(&bad, lookup, NOW, scope_for(client)).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        // Another batch of the same claims verifies with its own signature.
+        assert!(verify(&others[2], lookup, NOW, scope_for("pc-2")).is_ok());
+        // Refused lifetimes refuse the whole batch.
+        let mut long = claims_for("pc-9");
+        long.exp = long.iat + MAX_LIFETIME_MS + 1;
+        assert_eq!(
+            key.sign_batch(vec![claims_for("pc-8"), long]),
+            Err(TokenError::TooLong)
         );
     }
 

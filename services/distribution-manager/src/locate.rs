@@ -427,7 +427,7 @@ impl Locator {
             };
             locations.push(Location {
                 url: format!("{base}/{}", content.store_path()),
-                token: self.keys.sign(claims)?,
+                token: self.keys.sign_batched(claims).await?,
                 token_expire_ms: issued + lifetime,
                 server_name,
                 tier,

@@ -31,12 +31,23 @@ struct Loaded {
     listed: Vec<PublicKey>,
 }
 
+/// Claims waiting to be signed together, each with where its token goes.
+type Pending = Vec<(Claims, tokio::sync::oneshot::Sender<Result<String, String>>)>;
+
+/// The batch being gathered: its claims, and whether a signer task is already on its way for them.
+#[derive(Debug, Default)]
+struct Batch {
+    pending: Pending,
+    signer: bool,
+}
+
 /// The site's token keys.
 #[derive(Debug, Clone)]
 pub struct TokenKeys {
     pool: SqlitePool,
     site_key: Arc<SiteKey>,
     loaded: Arc<RwLock<Loaded>>,
+    batch: Arc<std::sync::Mutex<Batch>>,
 }
 
 fn internal(error: impl std::fmt::Display) -> DmError {
@@ -50,6 +61,7 @@ impl TokenKeys {
             pool,
             site_key,
             loaded: Arc::default(),
+            batch: Arc::default(),
         };
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys")
             .fetch_one(&keys.pool)
@@ -147,16 +159,65 @@ impl TokenKeys {
         )
     }
 
-    /// Signs `claims` with the current key.
-    pub fn sign(&self, claims: Claims) -> DmResult<String> {
+    /// Signs `claims` together with those of the calls asking at the same moment: the first of them starts a
+    /// signer task, which lets the tasks ready to run add theirs (it yields once, no timer) and then signs them
+    /// all with one signature (`cdp2` batch tokens; a batch of one is a `cdp1` token). Under load this removes
+    /// most of the Ed25519 signatures, a third of LocateContent's CPU; alone, a call waits only for one yield
+    /// (two yields gathered more but tripled LocateContent's p99 at half load). The signer is its own task, so
+    /// a caller that goes away never strands the others.
+    pub async fn sign_batched(&self, claims: Claims) -> DmResult<String> {
+        if self.loaded.read().map_err(internal)?.current.is_none() {
+            return Err(DmError::Precondition("no token signing key yet".to_owned()));
+        }
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let start_signer = {
+            let mut batch = self.batch.lock().map_err(internal)?;
+            batch.pending.push((claims, sender));
+            !std::mem::replace(&mut batch.signer, true)
+        };
+        if start_signer {
+            let keys = self.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                keys.sign_pending();
+            });
+        }
+        receiver.await.map_err(internal)?.map_err(DmError::Internal)
+    }
+
+    /// Signs what is pending and hands each caller its token.
+    fn sign_pending(&self) {
+        let pending = match self.batch.lock() {
+            Ok(mut batch) => {
+                batch.signer = false;
+                std::mem::take(&mut batch.pending)
+            }
+            Err(_) => return,
+        };
+        let (claims, senders): (Vec<Claims>, Vec<_>) = pending.into_iter().unzip();
         let current = self
             .loaded
             .read()
-            .map_err(internal)?
-            .current
-            .clone()
-            .ok_or_else(|| DmError::Precondition("no token signing key yet".to_owned()))?;
-        current.sign(claims).map_err(internal)
+            .ok()
+            .and_then(|loaded| loaded.current.clone());
+        let tokens = match current {
+            Some(current) => current
+                .sign_batch(claims)
+                .map_err(|error| error.to_string()),
+            None => Err("no token signing key yet".to_owned()),
+        };
+        match tokens {
+            Ok(tokens) => {
+                for (sender, token) in senders.into_iter().zip(tokens) {
+                    let _ = sender.send(Ok(token));
+                }
+            }
+            Err(error) => {
+                for sender in senders {
+                    let _ = sender.send(Err(error.clone()));
+                }
+            }
+        }
     }
 
     /// Verifies a token offline.
