@@ -141,17 +141,10 @@ impl SigningKey {
         if batch.len() <= 1 {
             return batch.into_iter().map(|claims| self.sign(claims)).collect();
         }
-        let mut bodies = Vec::with_capacity(batch.len());
-        for mut claims in batch {
-            if claims.exp - claims.iat > MAX_LIFETIME_MS || claims.exp <= claims.iat {
-                return Err(TokenError::TooLong);
-            }
-            claims.kid = self.id.clone();
-            bodies.push(
-                URL_SAFE_NO_PAD
-                    .encode(serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?),
-            );
-        }
+        let bodies = batch
+            .into_iter()
+            .map(|claims| self.body(claims))
+            .collect::<Result<Vec<_>, _>>()?;
         let depth = usize::try_from(bodies.len().next_power_of_two().trailing_zeros())
             .unwrap_or(usize::MAX);
         if depth > MAX_DEPTH {
@@ -196,14 +189,19 @@ impl SigningKey {
             .collect())
     }
 
-    /// Signs `claims` (whose `kid` is set to this key's id).
-    pub fn sign(&self, mut claims: Claims) -> Result<String, TokenError> {
+    /// The claims part of a token: checked lifetime, this key's id as `kid`, JSON in base64url.
+    fn body(&self, mut claims: Claims) -> Result<String, TokenError> {
         if claims.exp - claims.iat > MAX_LIFETIME_MS || claims.exp <= claims.iat {
             return Err(TokenError::TooLong);
         }
         claims.kid = self.id.clone();
-        let body = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
-        let signed = format!("{PREFIX}.{}", URL_SAFE_NO_PAD.encode(body));
+        Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?))
+    }
+
+    /// Signs `claims` (whose `kid` is set to this key's id).
+    pub fn sign(&self, claims: Claims) -> Result<String, TokenError> {
+        let body = self.body(claims)?;
+        let signed = format!("{PREFIX}.{body}");
         let signature = self.pair.sign(signed.as_bytes());
         Ok(format!(
             "{signed}.{}",

@@ -166,9 +166,8 @@ impl TokenKeys {
     /// (two yields gathered more but tripled LocateContent's p99 at half load). The signer is its own task, so
     /// a caller that goes away never strands the others.
     pub async fn sign_batched(&self, claims: Claims) -> DmResult<String> {
-        if self.loaded.read().map_err(internal)?.current.is_none() {
-            return Err(DmError::Precondition("no token signing key yet".to_owned()));
-        }
+        // Refused here, with its own error, rather than in the signer task.
+        self.current()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let start_signer = {
             let mut batch = self.batch.lock().map_err(internal)?;
@@ -185,6 +184,16 @@ impl TokenKeys {
         receiver.await.map_err(internal)?.map_err(DmError::Internal)
     }
 
+    /// The key that signs new tokens.
+    fn current(&self) -> DmResult<Arc<SigningKey>> {
+        self.loaded
+            .read()
+            .map_err(internal)?
+            .current
+            .clone()
+            .ok_or_else(|| DmError::Precondition("no token signing key yet".to_owned()))
+    }
+
     /// Signs what is pending and hands each caller its token.
     fn sign_pending(&self) {
         let pending = match self.batch.lock() {
@@ -195,17 +204,10 @@ impl TokenKeys {
             Err(_) => return,
         };
         let (claims, senders): (Vec<Claims>, Vec<_>) = pending.into_iter().unzip();
-        let current = self
-            .loaded
-            .read()
-            .ok()
-            .and_then(|loaded| loaded.current.clone());
-        let tokens = match current {
-            Some(current) => current
-                .sign_batch(claims)
-                .map_err(|error| error.to_string()),
-            None => Err("no token signing key yet".to_owned()),
-        };
+        let tokens = self
+            .current()
+            .map_err(|error| error.to_string())
+            .and_then(|key| key.sign_batch(claims).map_err(|error| error.to_string()));
         match tokens {
             Ok(tokens) => {
                 for (sender, token) in senders.into_iter().zip(tokens) {
