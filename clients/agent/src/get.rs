@@ -125,6 +125,27 @@ struct ResumeState {
     done: Vec<bool>,
 }
 
+impl ResumeState {
+    /// Whether chunk `index` is written and verified.
+    fn is_done(&self, index: u64) -> bool {
+        usize::try_from(index)
+            .ok()
+            .and_then(|slot| self.done.get(slot))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Marks chunk `index` as written and verified, or as missing.
+    fn mark(&mut self, index: u64, done: bool) {
+        if let Some(slot) = usize::try_from(index)
+            .ok()
+            .and_then(|slot| self.done.get_mut(slot))
+        {
+            *slot = done;
+        }
+    }
+}
+
 /// Why one location stopped serving.
 enum LocationFailure {
     /// Try again after a pause (connection refused or reset, 5xx other than 503).
@@ -348,29 +369,20 @@ impl Download {
     }
 
     fn missing_groups(&self) -> Vec<std::ops::Range<u64>> {
-        let done = self
-            .state
-            .lock()
-            .map(|state| state.done.clone())
-            .unwrap_or_default();
+        let Ok(state) = self.state.lock() else {
+            return Vec::new();
+        };
         let mut groups = Vec::new();
         let mut index = 0;
         while index < self.layout.chunk_count() {
-            if done
-                .get(usize::try_from(index).unwrap_or(usize::MAX))
-                .copied()
-                .unwrap_or(false)
-            {
+            if state.is_done(index) {
                 index += 1;
                 continue;
             }
             let start = index;
             while index < self.layout.chunk_count()
                 && index - start < CHUNKS_PER_REQUEST
-                && !done
-                    .get(usize::try_from(index).unwrap_or(usize::MAX))
-                    .copied()
-                    .unwrap_or(false)
+                && !state.is_done(index)
             {
                 index += 1;
             }
@@ -409,42 +421,38 @@ impl Download {
         // Written and authenticated: kept across a restart from here on.
         if let Ok(mut state) = self.state.lock() {
             for index in group.clone() {
-                if let Some(slot) = state
-                    .done
-                    .get_mut(usize::try_from(index).unwrap_or(usize::MAX))
-                {
-                    *slot = true;
-                }
+                state.mark(index, true);
             }
         }
-        {
+        let (unheld, hash_now) = {
             let mut in_order = self
                 .in_order
                 .lock()
                 .map_err(|_| "hash lock poisoned".to_owned())?;
             // Already hashed (read back from the files), or too far ahead to hold in memory: the files have it.
             if group.start < in_order.next || in_order.ahead.len() >= AHEAD_LIMIT {
-                drop(in_order);
-                self.recycle(sealed);
-                self.progress.inc(written);
-                return Ok(written);
+                (Some(sealed), false)
+            } else {
+                in_order.ahead.insert(
+                    group.start,
+                    Early {
+                        end: group.end,
+                        buffer: sealed,
+                        plains,
+                    },
+                );
+                // When another thread is hashing, it takes this group when its turn comes.
+                (None, !std::mem::replace(&mut in_order.busy, true))
             }
-            in_order.ahead.insert(
-                group.start,
-                Early {
-                    end: group.end,
-                    buffer: sealed,
-                    plains,
-                },
-            );
-            if in_order.busy {
-                // The thread hashing now takes this group when its turn comes.
-                self.progress.inc(written);
-                return Ok(written);
-            }
-            in_order.busy = true;
+        };
+        if let Some(buffer) = unheld {
+            self.recycle(buffer);
         }
-        let hashed = self.hash_in_order();
+        let hashed = if hash_now {
+            self.hash_in_order()
+        } else {
+            Ok(())
+        };
         self.progress.inc(written);
         hashed.map(|()| written)
     }
@@ -466,17 +474,7 @@ impl Download {
                 let early = in_order.ahead.remove(&next);
                 let kept = early.is_none()
                     && next < self.layout.chunk_count()
-                    && self
-                        .state
-                        .lock()
-                        .map(|state| {
-                            state
-                                .done
-                                .get(usize::try_from(next).unwrap_or(usize::MAX))
-                                .copied()
-                                .unwrap_or(false)
-                        })
-                        .unwrap_or(false);
+                    && self.state.lock().is_ok_and(|state| state.is_done(next));
                 if early.is_none() && !kept {
                     in_order.busy = false;
                     return Ok(());
@@ -516,7 +514,6 @@ impl Download {
     /// Reads chunk `index` back from the files and, when it matches its hash in the manifest, feeds it to
     /// `digest` (returns the next index); otherwise marks it missing (returns None).
     fn hash_kept(&self, index: u64, digest: &mut WholeDigest) -> Result<Option<u64>, String> {
-        let slot = usize::try_from(index).unwrap_or(usize::MAX);
         let len = self
             .layout
             .chunk_plain_len(index)
@@ -526,14 +523,14 @@ impl Download {
         self.targets
             .read_at(&mut buffer, index * u64::from(self.layout.chunk_size()))
             .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
-        let intact =
-            self.chunk_hashes.get(slot).map(Vec::as_slice) == Some(sha256(&buffer).as_slice());
+        let intact = usize::try_from(index)
+            .ok()
+            .and_then(|slot| self.chunk_hashes.get(slot))
+            .is_some_and(|hash| hash.as_slice() == sha256(&buffer).as_slice());
         if intact {
             digest.update(&buffer);
-        } else if let Ok(mut state) = self.state.lock()
-            && let Some(done) = state.done.get_mut(slot)
-        {
-            *done = false;
+        } else if let Ok(mut state) = self.state.lock() {
+            state.mark(index, false);
         }
         self.recycle(buffer);
         Ok(intact.then_some(index + 1))
