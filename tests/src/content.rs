@@ -60,3 +60,29 @@ pub async fn ranged_get(
         .send()
         .await
 }
+
+/// Asks for `bytes=0-9` of `url` as `client` until the endpoint answers 503 (a stopped DP), failing when it still
+/// serves `within` after `since`; returns how long after `since` the refusal came.
+pub async fn until_unavailable(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    client: &str,
+    since: std::time::Instant,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    loop {
+        let status = ranged_get(http, url, token, client, "bytes=0-9")
+            .await
+            .unwrap()
+            .status();
+        if status == 503 {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "{url} still answers {status} {within:?} after a stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -794,22 +794,15 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
 
     // Stop refuses downloads within a second; content stays; start restores.
     ok(&site.manager, &["dp", "stop", "cdp-1"]);
-    let stopped_at = Instant::now();
-    loop {
-        let status = get(&cdp_1, &cdp_1.access_token, "laptop-yes", "bytes=0-9")
-            .await
-            .unwrap()
-            .status();
-        if status == 503 {
-            break;
-        }
-        assert!(
-            stopped_at.elapsed() < Duration::from_secs(1),
-            "still serving {status} after a stop"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let refused_after = stopped_at.elapsed();
+    let refused_after = clouddp_e2e::content::until_unavailable(
+        &http,
+        &cdp_1.url,
+        &cdp_1.access_token,
+        "laptop-yes",
+        Instant::now(),
+        Duration::from_secs(1),
+    )
+    .await;
     ok(&site.manager, &["dp", "start", "cdp-1"]);
     let started_at = Instant::now();
     while get(&cdp_1, &cdp_1.access_token, "laptop-yes", "bytes=0-9")
@@ -1120,26 +1113,15 @@ async fn a_content_endpoint_alone_serves_the_same_site() {
         &format!(":{}/", site.manager.content_addr().port()),
         &format!(":{port}/"),
     );
-    loop {
-        let status = clouddp_e2e::content::ranged_get(
-            &http,
-            &url,
-            &location.access_token,
-            "laptop-yes",
-            "bytes=0-9",
-        )
-        .await
-        .unwrap()
-        .status();
-        if status == 503 {
-            break;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(1),
-            "still {status} after a stop"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    clouddp_e2e::content::until_unavailable(
+        &http,
+        &url,
+        &location.access_token,
+        "laptop-yes",
+        stopped,
+        Duration::from_secs(1),
+    )
+    .await;
     let _ = role.kill();
     let _ = role.wait();
     let log = std::fs::read_to_string(site.work.path().join("endpoint-role.log")).unwrap();

@@ -26,6 +26,28 @@ fn ok(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> s
     console::json(&manager.url(), &monitoring.url(), args).unwrap()
 }
 
+/// Polls `alerts list` (20 s at most) until an alert of `kind` is there; returns it.
+async fn open_alert(
+    manager: &ServiceProcess,
+    monitoring: &ServiceProcess,
+    kind: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = ok(manager, monitoring, &["alerts", "list"]);
+        if let Some(alert) = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|alert| alert["kind"] == kind)
+        {
+            return alert.clone();
+        }
+        assert!(Instant::now() < deadline, "no {kind} alert: {alerts}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The events `alerts watch` printed so far.
 type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
 
@@ -393,27 +415,15 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
         "{stopped}"
     );
     assert_eq!(stopped["content_count"], 1, "content stays");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let status = clouddp_e2e::content::ranged_get(
-            &http,
-            &location.url,
-            &location.access_token,
-            "pc-1",
-            "bytes=0-99",
-        )
-        .await
-        .unwrap()
-        .status();
-        if status == 503 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still serving after enforcement: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    clouddp_e2e::content::until_unavailable(
+        &http,
+        &location.url,
+        &location.access_token,
+        "pc-1",
+        Instant::now(),
+        Duration::from_secs(2),
+    )
+    .await;
     wait_for(&seen, "the service-not-active alert", |events| {
         has(events, "raised", "service_not_active", "warning")
     })
@@ -527,31 +537,15 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
     // A content endpoint that does not answer: "service not active", critical, saying why.
     let closed_port = clouddp_e2e::free_port();
     let blind = ServiceProcess::start(probing(closed_port)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let alerts = ok(&manager, &blind, &["alerts", "list"]);
-        if let Some(alert) = alerts
-            .as_array()
+    let alert = open_alert(&manager, &blind, "service_not_active").await;
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    assert!(
+        alert["message"]
+            .as_str()
             .unwrap()
-            .iter()
-            .find(|alert| alert["kind"] == "service_not_active")
-        {
-            assert_eq!(alert["severity"], "critical", "{alert}");
-            assert!(
-                alert["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("fails its health check"),
-                "{alert}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the failing probe raised nothing: {alerts}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .contains("fails its health check"),
+        "{alert}"
+    );
     let healthy = ok(&manager, &monitoring, &["alerts", "list"]);
     assert!(
         !healthy
@@ -652,27 +646,15 @@ async fn a_resuming_subscriber_sees_every_event_once_across_ten_kills() {
     console::install_cloud_dp(&manager.url(), &monitoring.url(), &azurite, "burst-cdp").unwrap();
     // The store goes away: the pull raises a subscription alert.
     azurite.stop();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let alert_id = loop {
-        let alerts = ok(&manager, &monitoring, &["alerts", "list"]);
-        if let Some(alert) = alerts
-            .as_array()
+    let alert = open_alert(&manager, &monitoring, "subscription").await;
+    assert!(
+        alert["message"]
+            .as_str()
             .unwrap()
-            .iter()
-            .find(|alert| alert["kind"] == "subscription")
-        {
-            assert!(
-                alert["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("cannot read the usage"),
-                "{alert}"
-            );
-            break alert["id"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no subscription alert: {alerts}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            .contains("cannot read the usage"),
+        "{alert}"
+    );
+    let alert_id = alert["id"].as_str().unwrap().to_owned();
 
     let until = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = tokio::spawn(subscriber(monitoring.url(), until.clone()));
@@ -758,27 +740,12 @@ async fn the_alerts_of_a_deleted_dp_are_resolved() {
         &monitoring,
         &["dp", "stop", "gone-cdp", "--reason", "maintenance"],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let alerts = ok(&manager, &monitoring, &["alerts", "list"]);
-        if let Some(alert) = alerts
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|alert| alert["kind"] == "service_not_active")
-        {
-            assert!(
-                alert["message"].as_str().unwrap().contains("maintenance"),
-                "{alert}"
-            );
-            break alert["id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no service-not-active alert: {alerts}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let alert = open_alert(&manager, &monitoring, "service_not_active").await;
+    assert!(
+        alert["message"].as_str().unwrap().contains("maintenance"),
+        "{alert}"
+    );
+    let id = alert["id"].as_str().unwrap().to_owned();
     ok(
         &manager,
         &monitoring,
