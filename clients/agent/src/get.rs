@@ -17,13 +17,14 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AgentConfig, Network};
+use crate::tree;
+use blake3::hazmat::ChainingValue;
 
 /// Chunks fetched per range request.
 const CHUNKS_PER_REQUEST: u64 = 4;
-/// Range buffers kept for reuse at most (each holds one request's chunks).
-const POOLED_BUFFERS: usize = 16;
-/// Received groups held for the in-order digest at most; beyond, a group is read back from the files later.
-const AHEAD_LIMIT: usize = 16;
+/// Range buffers kept for reuse at most (each holds one request's chunks; at most `parallel` are received and
+/// one per worker is being opened at a time).
+const POOLED_BUFFERS: usize = 8;
 /// How often the resume state is saved while downloading.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// The header naming the client to the content endpoint.
@@ -294,23 +295,15 @@ impl WholeDigest {
     }
 }
 
-/// A group of opened chunks that arrived before the digest reached them: the group's buffer (no copy) and where
-/// each chunk's plaintext lies in it.
-struct Early {
-    end: u64,
-    buffer: Vec<u8>,
-    plains: Vec<std::ops::Range<usize>>,
-}
-
-/// The whole content's digest, fed chunk by chunk in order as they arrive (groups that arrive early wait in
-/// memory; chunks kept from an earlier run are read back and checked against the manifest's chunk hashes).
-struct InOrder {
-    next: u64,
-    /// Out while a thread hashes.
-    digest: Option<WholeDigest>,
-    ahead: std::collections::BTreeMap<u64, Early>,
-    /// A thread is hashing.
-    busy: bool,
+/// How the whole content is checked against the manifest.
+enum WholeCheck {
+    /// BLAKE3 chunk by chunk ([`crate::tree`]): each chunk's chaining value is computed as soon as it is opened
+    /// and written, on the thread that opened it, while it is still in the CPU's cache; the root is joined and
+    /// compared at the end.
+    Tree(Mutex<Vec<Option<ChainingValue>>>),
+    /// The files read back in order at the end: SHA-256 for versions registered before BLAKE3 was recorded,
+    /// BLAKE3 for a content of one chunk.
+    ReadBack,
 }
 
 struct Download {
@@ -318,7 +311,7 @@ struct Download {
     layout: SealedLayout,
     chunk_hashes: Vec<Vec<u8>>,
     targets: Targets,
-    in_order: Mutex<InOrder>,
+    check: WholeCheck,
     state: Mutex<ResumeState>,
     state_path: PathBuf,
     last_save: Mutex<Instant>,
@@ -394,10 +387,23 @@ impl Download {
     /// Opens (authenticating each by its AES-GCM tag), writes and hashes the chunks `group` of `sealed` (their
     /// bytes, back to back).
     fn accept(&self, group: std::ops::Range<u64>, mut sealed: Vec<u8>) -> Result<u64, String> {
+        let opened = self.open_group(group.clone(), &mut sealed);
+        self.recycle(sealed);
+        let written = opened?;
+        // Written, authenticated and hashed: kept across a restart from here on.
+        if let Ok(mut state) = self.state.lock() {
+            for index in group {
+                state.mark(index, true);
+            }
+        }
+        self.progress.inc(written);
+        Ok(written)
+    }
+
+    fn open_group(&self, group: std::ops::Range<u64>, sealed: &mut [u8]) -> Result<u64, String> {
         let mut offset = 0_usize;
         let mut written = 0_u64;
-        let mut plains = Vec::with_capacity(usize::try_from(group.end - group.start).unwrap_or(0));
-        for index in group.clone() {
+        for index in group {
             let range = self
                 .layout
                 .sealed_chunk_range(index)
@@ -411,129 +417,109 @@ impl Download {
             let plain = self.cipher.open_chunk_in_place(index, piece).map_err(|_| {
                 format!("chunk {index} failed its integrity check: this DP's copy is damaged")
             })?;
-            let position = index * u64::from(self.layout.chunk_size());
             self.targets
-                .write_at(plain, position)
+                .write_at(plain, self.position(index))
                 .map_err(|error| format!("cannot write the files: {error}"))?;
+            self.hashed(index, plain);
             written += plain.len() as u64;
-            plains.push(offset - len..offset - len + plain.len());
         }
-        // Written and authenticated: kept across a restart from here on.
-        if let Ok(mut state) = self.state.lock() {
-            for index in group.clone() {
-                state.mark(index, true);
-            }
-        }
-        let (unheld, hash_now) = {
-            let mut in_order = self
-                .in_order
-                .lock()
-                .map_err(|_| "hash lock poisoned".to_owned())?;
-            // Already hashed (read back from the files), or too far ahead to hold in memory: the files have it.
-            if group.start < in_order.next || in_order.ahead.len() >= AHEAD_LIMIT {
-                (Some(sealed), false)
-            } else {
-                in_order.ahead.insert(
-                    group.start,
-                    Early {
-                        end: group.end,
-                        buffer: sealed,
-                        plains,
-                    },
-                );
-                // When another thread is hashing, it takes this group when its turn comes.
-                (None, !std::mem::replace(&mut in_order.busy, true))
-            }
-        };
-        if let Some(buffer) = unheld {
-            self.recycle(buffer);
-        }
-        let hashed = if hash_now {
-            self.hash_in_order()
-        } else {
-            Ok(())
-        };
-        self.progress.inc(written);
-        hashed.map(|()| written)
+        Ok(written)
     }
 
-    /// Feeds the digest every chunk that can follow in order: groups that arrived early, and chunks only in the
-    /// files (kept from an earlier run, or not held in memory), read back and checked against the manifest's
-    /// chunk hashes (a damaged one is marked missing and fetched again). One thread at a time does this (`busy`),
-    /// hashing outside the lock, so the others never wait for it.
-    fn hash_in_order(&self) -> Result<(), String> {
-        let lock = || {
-            self.in_order
-                .lock()
-                .map_err(|_| "hash lock poisoned".to_owned())
-        };
-        loop {
-            let (mut digest, next, early) = {
-                let mut in_order = lock()?;
-                let next = in_order.next;
-                let early = in_order.ahead.remove(&next);
-                let kept = early.is_none()
-                    && next < self.layout.chunk_count()
-                    && self.state.lock().is_ok_and(|state| state.is_done(next));
-                if early.is_none() && !kept {
-                    in_order.busy = false;
-                    return Ok(());
-                }
-                let Some(digest) = in_order.digest.take() else {
-                    in_order.busy = false;
-                    return Err("the content digest is gone".to_owned());
-                };
-                (digest, next, early)
-            };
-            let reached = match early {
-                Some(early) => {
-                    for plain in early.plains {
-                        digest.update(&early.buffer[plain]);
-                    }
-                    self.recycle(early.buffer);
-                    Ok(Some(early.end))
-                }
-                None => self.hash_kept(next, &mut digest),
-            };
-            let mut in_order = lock()?;
-            in_order.digest = Some(digest);
-            match reached {
-                Ok(Some(end)) => in_order.next = end,
-                Ok(None) => {
-                    in_order.busy = false;
-                    return Ok(());
-                }
-                Err(error) => {
-                    in_order.busy = false;
-                    return Err(error);
-                }
+    /// Where chunk `index` starts in the plaintext.
+    fn position(&self, index: u64) -> u64 {
+        index * u64::from(self.layout.chunk_size())
+    }
+
+    /// Records chunk `index`'s share of the whole content's digest, when it is taken chunk by chunk.
+    fn hashed(&self, index: u64, plain: &[u8]) {
+        if let WholeCheck::Tree(values) = &self.check {
+            let value = tree::chunk_value(index, u64::from(self.layout.chunk_size()), plain);
+            if let Ok(mut values) = values.lock()
+                && let Some(slot) = usize::try_from(index)
+                    .ok()
+                    .and_then(|slot| values.get_mut(slot))
+            {
+                *slot = Some(value);
             }
         }
     }
 
-    /// Reads chunk `index` back from the files and, when it matches its hash in the manifest, feeds it to
-    /// `digest` (returns the next index); otherwise marks it missing (returns None).
-    fn hash_kept(&self, index: u64, digest: &mut WholeDigest) -> Result<Option<u64>, String> {
-        let len = self
-            .layout
-            .chunk_plain_len(index)
-            .map_err(|error| error.to_string())?;
-        let mut buffer = self.buffer(len);
-        buffer.resize(len, 0);
-        self.targets
-            .read_at(&mut buffer, index * u64::from(self.layout.chunk_size()))
-            .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
-        let intact = usize::try_from(index)
-            .ok()
-            .and_then(|slot| self.chunk_hashes.get(slot))
-            .is_some_and(|hash| hash.as_slice() == sha256(&buffer).as_slice());
-        if intact {
-            digest.update(&buffer);
-        } else if let Ok(mut state) = self.state.lock() {
-            state.mark(index, false);
+    /// Reads the chunks kept from an earlier run back from the files and checks each against its hash in the
+    /// manifest: an intact one counts (and is hashed), a damaged one is marked missing and fetched again. Returns
+    /// the bytes kept.
+    fn verify_kept(&self) -> Result<u64, String> {
+        let kept: Vec<u64> = {
+            let state = self
+                .state
+                .lock()
+                .map_err(|_| "state lock poisoned".to_owned())?;
+            (0..self.layout.chunk_count())
+                .filter(|index| state.is_done(*index))
+                .collect()
+        };
+        let mut buffer = self.buffer(0);
+        let mut bytes = 0_u64;
+        for index in kept {
+            let len = self
+                .layout
+                .chunk_plain_len(index)
+                .map_err(|error| error.to_string())?;
+            buffer.resize(len, 0);
+            self.targets
+                .read_at(&mut buffer, self.position(index))
+                .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
+            let intact = usize::try_from(index)
+                .ok()
+                .and_then(|slot| self.chunk_hashes.get(slot))
+                .is_some_and(|hash| hash.as_slice() == sha256(&buffer).as_slice());
+            if intact {
+                self.hashed(index, &buffer);
+                bytes += len as u64;
+            } else if let Ok(mut state) = self.state.lock() {
+                state.mark(index, false);
+            }
         }
         self.recycle(buffer);
-        Ok(intact.then_some(index + 1))
+        Ok(bytes)
+    }
+
+    /// Whether the written content matches the manifest's digest (every chunk is written and verified).
+    fn whole_matches(&self, manifest: &pb::ContentManifest) -> Result<bool, String> {
+        match &self.check {
+            WholeCheck::Tree(values) => {
+                let values = values
+                    .lock()
+                    .map_err(|_| "hash lock poisoned".to_owned())?
+                    .iter()
+                    .copied()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| "a chunk of the content was never hashed".to_owned())?;
+                Ok(tree::root(
+                    &values,
+                    u64::from(self.layout.chunk_size()),
+                    manifest.plaintext_length,
+                )
+                .is_some_and(|root| root.as_bytes().as_slice() == manifest.plaintext_blake3))
+            }
+            WholeCheck::ReadBack => {
+                let mut digest = WholeDigest::for_manifest(manifest);
+                let mut buffer = self.buffer(0);
+                for index in 0..self.layout.chunk_count() {
+                    let len = self
+                        .layout
+                        .chunk_plain_len(index)
+                        .map_err(|error| error.to_string())?;
+                    buffer.resize(len, 0);
+                    self.targets
+                        .read_at(&mut buffer, self.position(index))
+                        .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
+                    digest.update(&buffer);
+                }
+                self.recycle(buffer);
+                Ok(digest.matches(manifest))
+            }
+        }
     }
 
     /// Saves the resume state, at most every [`SAVE_EVERY`] unless `force`.
@@ -715,13 +701,6 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
             error,
         )
     })?;
-    let resumed_bytes: u64 = state
-        .done
-        .iter()
-        .enumerate()
-        .filter(|(_, done)| **done)
-        .map(|(index, _)| layout.chunk_plain_len(index as u64).unwrap_or(0) as u64)
-        .sum();
     let progress = if options.progress {
         let bar = indicatif::ProgressBar::new(manifest.plaintext_length);
         bar.set_style(
@@ -735,18 +714,23 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     } else {
         indicatif::ProgressBar::hidden()
     };
-    progress.set_position(resumed_bytes);
+    let chunk_size = u64::from(layout.chunk_size());
+    let check = if !manifest.plaintext_blake3.is_empty()
+        && tree::usable(chunk_size, manifest.plaintext_length)
+    {
+        WholeCheck::Tree(Mutex::new(vec![
+            None;
+            usize::try_from(chunk_count).unwrap_or(0)
+        ]))
+    } else {
+        WholeCheck::ReadBack
+    };
     let download = Arc::new(Download {
         cipher,
         layout,
         chunk_hashes: manifest.chunk_sha256.clone(),
         targets,
-        in_order: Mutex::new(InOrder {
-            next: 0,
-            digest: Some(WholeDigest::for_manifest(&manifest)),
-            ahead: std::collections::BTreeMap::new(),
-            busy: false,
-        }),
+        check,
         state: Mutex::new(state),
         state_path,
         last_save: Mutex::new(Instant::now()),
@@ -755,6 +739,8 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
         reserved: Mutex::new((Instant::now(), 0)),
         buffers: Mutex::new(Vec::new()),
     });
+    let resumed_bytes = blocking(&download, Download::verify_kept).await?;
+    download.progress.set_position(resumed_bytes);
 
     // HTTP/1.1: each parallel range gets its own connection (and TLS stream), which moves bulk data faster
     // than multiplexing them over one HTTP/2 connection.
@@ -820,22 +806,12 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     download.progress.finish_and_clear();
 
     // The whole content verified against the manifest; only then do the files appear under their names.
-    // Every range was accepted: no thread hashes any more, so this one takes what is left.
-    if let Ok(mut in_order) = download.in_order.lock() {
-        in_order.busy = true;
-    }
-    download.hash_in_order().map_err(GetError::Local)?;
+    let manifest = Arc::new(manifest);
     let whole = {
-        let mut in_order = download
-            .in_order
-            .lock()
-            .map_err(|_| GetError::Local("hash lock poisoned".to_owned()))?;
-        if in_order.next != layout.chunk_count() {
-            return Err(GetError::AllLocationsFailed { attempts: failed });
-        }
-        in_order.digest.take()
+        let manifest = manifest.clone();
+        blocking(&download, move |download| download.whole_matches(&manifest)).await?
     };
-    if !whole.is_some_and(|digest| digest.matches(&manifest)) {
+    if !whole {
         // Nothing of it can be trusted: start over next time.
         download.targets.discard();
         let _ = std::fs::remove_dir_all(&cache);
@@ -863,6 +839,18 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
         failed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Runs `work` on the download on a blocking thread (it reads the files back).
+async fn blocking<T: Send + 'static>(
+    download: &Arc<Download>,
+    work: impl FnOnce(&Download) -> Result<T, String> + Send + 'static,
+) -> Result<T, GetError> {
+    let download = download.clone();
+    tokio::task::spawn_blocking(move || work(&download))
+        .await
+        .map_err(|error| GetError::Local(error.to_string()))?
+        .map_err(GetError::Local)
 }
 
 fn tracing_line(message: &str) {

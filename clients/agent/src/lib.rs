@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod get;
+mod tree;
 
 pub use config::{AgentConfig, ConfigError};
