@@ -445,6 +445,18 @@ impl Download {
         }
     }
 
+    /// Reads chunk `index`'s plaintext back from the files into `buffer`.
+    fn read_back(&self, index: u64, buffer: &mut Vec<u8>) -> Result<(), String> {
+        let len = self
+            .layout
+            .chunk_plain_len(index)
+            .map_err(|error| error.to_string())?;
+        buffer.resize(len, 0);
+        self.targets
+            .read_at(buffer, self.position(index))
+            .map_err(|error| format!("cannot read back chunk {index}: {error}"))
+    }
+
     /// Reads the chunks kept from an earlier run back from the files and checks each against its hash in the
     /// manifest: an intact one counts (and is hashed), a damaged one is marked missing and fetched again. Returns
     /// the bytes kept.
@@ -461,21 +473,14 @@ impl Download {
         let mut buffer = self.buffer(0);
         let mut bytes = 0_u64;
         for index in kept {
-            let len = self
-                .layout
-                .chunk_plain_len(index)
-                .map_err(|error| error.to_string())?;
-            buffer.resize(len, 0);
-            self.targets
-                .read_at(&mut buffer, self.position(index))
-                .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
+            self.read_back(index, &mut buffer)?;
             let intact = usize::try_from(index)
                 .ok()
                 .and_then(|slot| self.chunk_hashes.get(slot))
                 .is_some_and(|hash| hash.as_slice() == sha256(&buffer).as_slice());
             if intact {
                 self.hashed(index, &buffer);
-                bytes += len as u64;
+                bytes += buffer.len() as u64;
             } else if let Ok(mut state) = self.state.lock() {
                 state.mark(index, false);
             }
@@ -506,14 +511,7 @@ impl Download {
                 let mut digest = WholeDigest::for_manifest(manifest);
                 let mut buffer = self.buffer(0);
                 for index in 0..self.layout.chunk_count() {
-                    let len = self
-                        .layout
-                        .chunk_plain_len(index)
-                        .map_err(|error| error.to_string())?;
-                    buffer.resize(len, 0);
-                    self.targets
-                        .read_at(&mut buffer, self.position(index))
-                        .map_err(|error| format!("cannot read back chunk {index}: {error}"))?;
+                    self.read_back(index, &mut buffer)?;
                     digest.update(&buffer);
                 }
                 self.recycle(buffer);
