@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_stream::StreamExt as _;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
-use crate::output::{OutputFormat, print_json, table, time_text};
+use crate::output::{OutputFormat, print_json, properties, table, time_text};
 
 /// Usage commands.
 #[derive(Debug, Subcommand)]
@@ -227,21 +227,7 @@ pub async fn run_alerts(
     let fail = |status: tonic::Status| -> CliError { endpoints.failure(service, &status) };
     let print_alert = |alert: &pb::Alert| match output {
         OutputFormat::Json => print_json(&alert_json(alert)),
-        OutputFormat::Table => {
-            let mut rows = table(&["PROPERTY", "VALUE"]);
-            if let Some(object) = alert_json(alert).as_object() {
-                for (key, value) in object {
-                    rows.add_row(vec![
-                        key.clone(),
-                        value
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| value.to_string()),
-                    ]);
-                }
-            }
-            println!("{rows}");
-        }
+        OutputFormat::Table => println!("{}", properties(&alert_json(alert), &[])),
     };
     match command {
         AlertsCommand::List { all, dp } => {

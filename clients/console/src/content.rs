@@ -12,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
-use crate::output::{OutputFormat, print_json, table, time_text};
+use crate::output::{OutputFormat, print_json, properties, table, time_text};
 
 /// Content commands.
 #[derive(Debug, Subcommand)]
@@ -437,19 +437,7 @@ pub async fn run(
             match output {
                 OutputFormat::Json => print_json(&version_json(&version)),
                 OutputFormat::Table => {
-                    let mut rows = table(&["PROPERTY", "VALUE"]);
-                    if let Some(object) = version_json(&version).as_object() {
-                        for (key, value) in object.iter().filter(|(key, _)| *key != "file_list") {
-                            rows.add_row(vec![
-                                key.clone(),
-                                value
-                                    .as_str()
-                                    .map(str::to_owned)
-                                    .unwrap_or_else(|| value.to_string()),
-                            ]);
-                        }
-                    }
-                    println!("{rows}");
+                    println!("{}", properties(&version_json(&version), &["file_list"]));
                     if let Some(manifest) = &version.manifest {
                         let mut list = table(&["PATH", "BYTES", "SHA-256"]);
                         for file in &manifest.files {

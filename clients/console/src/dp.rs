@@ -9,7 +9,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
-use crate::output::{OutputFormat, print_json, table, time_text};
+use crate::output::{OutputFormat, print_json, properties, table, time_text};
 
 /// Distribution point commands.
 #[derive(Debug, Subcommand)]
@@ -289,21 +289,7 @@ pub fn dp_json(dp: &pb::DistributionPoint) -> serde_json::Value {
 fn print_one(dp: &pb::DistributionPoint, output: OutputFormat) {
     match output {
         OutputFormat::Json => print_json(&dp_json(dp)),
-        OutputFormat::Table => {
-            let mut rows = table(&["PROPERTY", "VALUE"]);
-            let value = dp_json(dp);
-            if let Some(object) = value.as_object() {
-                for (key, field) in object {
-                    let text = match field {
-                        serde_json::Value::String(text) => text.clone(),
-                        serde_json::Value::Null => String::new(),
-                        other => other.to_string(),
-                    };
-                    rows.add_row(vec![key.clone(), text]);
-                }
-            }
-            println!("{rows}");
-        }
+        OutputFormat::Table => println!("{}", properties(&dp_json(dp), &[])),
     }
 }
 

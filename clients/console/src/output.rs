@@ -22,6 +22,26 @@ pub fn table(headers: &[&str]) -> Table {
     table
 }
 
+/// A PROPERTY/VALUE table of a JSON object's fields (but those named in `skip`): text as is, nothing for null,
+/// anything else as JSON.
+pub fn properties(value: &serde_json::Value, skip: &[&str]) -> Table {
+    let mut rows = table(&["PROPERTY", "VALUE"]);
+    for (key, field) in value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| !skip.contains(&key.as_str()))
+    {
+        let text = match field {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        rows.add_row(vec![key.clone(), text]);
+    }
+    rows
+}
+
 /// Prints `value` as pretty JSON.
 pub fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
