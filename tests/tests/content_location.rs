@@ -857,6 +857,58 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
     assert_eq!(got["tier"], "cloud", "{got}");
     same_files(&site.source, &to);
 
+    // A content of one chunk (its whole digest is taken by reading the written file back, not chunk by chunk).
+    let small = site.work.path().join("small-source");
+    write_random_file(&small.join("notes.txt"), 300_000, 7).unwrap();
+    ok(
+        &site.manager,
+        &[
+            "content",
+            "add",
+            "--name",
+            "notes",
+            "--type",
+            "application",
+            "--source",
+            &text(&small),
+        ],
+    );
+    ok(
+        &site.manager,
+        &[
+            "content",
+            "distribute",
+            "notes",
+            "--group",
+            "everything",
+            "--wait",
+        ],
+    );
+    let deployment = ClientPolicyServiceClient::new(site.manager.channel())
+        .create_deployment(pb::CreateDeploymentRequest {
+            deployment: Some(pb::Deployment {
+                content_id: "notes".to_owned(),
+                name: "notes".to_owned(),
+                allow_remote_fallback: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    site.deployments.insert("notes", deployment.id);
+    let to = site.work.path().join("got-small");
+    let got = report(&site.agent(
+        "notes",
+        &["--device", "laptop-yes", "--ip", "10.1.2.3"],
+        &to,
+    ));
+    assert_eq!(got["bytes"], 300_000, "{got}");
+    assert_eq!(
+        std::fs::read(small.join("notes.txt")).unwrap(),
+        std::fs::read(to.join("notes.txt")).unwrap()
+    );
+
     // Internet client: the internet-facing DP fails, and no cloud DP is tried.
     std::fs::remove_file(site.folder("edge").join(format!(
         "content/{}.sealed",
