@@ -56,7 +56,8 @@ pub struct AgentConfig {
     pub region: Option<String>,
     /// Where partial downloads and their resume state are kept.
     pub cache_dir: PathBuf,
-    /// Parallel range requests per download (1 to 32).
+    /// Parallel range requests per download (1 to 32): each on its own connection and thread, which also opens,
+    /// writes and hashes what it receives.
     pub parallel_downloads: u32,
 }
 

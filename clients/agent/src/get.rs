@@ -13,7 +13,6 @@ use clouddp_core::content::sha256;
 use clouddp_core::seal::{ChunkCipher, ContentBinding, DataKey, SealedLayout};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
-use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AgentConfig, Network};
@@ -22,9 +21,6 @@ use blake3::hazmat::ChainingValue;
 
 /// Chunks fetched per range request.
 const CHUNKS_PER_REQUEST: u64 = 4;
-/// Range buffers kept for reuse at most (each holds one request's chunks; at most `parallel` are received and
-/// one per worker is being opened at a time).
-const POOLED_BUFFERS: usize = 8;
 /// How often the resume state is saved while downloading.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// The header naming the client to the content endpoint.
@@ -319,33 +315,9 @@ struct Download {
     /// Bandwidth limit: bytes per second (0 for none), and the bytes reserved since `started`.
     max_rate: u64,
     reserved: Mutex<(Instant, u64)>,
-    /// Range buffers kept for reuse: a fresh multi-MiB allocation costs a page fault per 4 KiB on every request.
-    buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Download {
-    /// An empty buffer with room for `capacity` bytes, reused when one is free.
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        let mut buffer = self
-            .buffers
-            .lock()
-            .ok()
-            .and_then(|mut pool| pool.pop())
-            .unwrap_or_default();
-        buffer.clear();
-        buffer.reserve(capacity);
-        buffer
-    }
-
-    /// Gives a buffer back for reuse.
-    fn recycle(&self, buffer: Vec<u8>) {
-        if let Ok(mut pool) = self.buffers.lock()
-            && pool.len() < POOLED_BUFFERS
-        {
-            pool.push(buffer);
-        }
-    }
-
     /// Waits until sending `bytes` more keeps the download under its bandwidth limit.
     async fn throttle(&self, bytes: u64) {
         if self.max_rate == 0 {
@@ -384,46 +356,31 @@ impl Download {
         groups
     }
 
-    /// Opens (authenticating each by its AES-GCM tag), writes and hashes the chunks `group` of `sealed` (their
-    /// bytes, back to back).
-    fn accept(&self, group: std::ops::Range<u64>, mut sealed: Vec<u8>) -> Result<u64, String> {
-        let opened = self.open_group(group.clone(), &mut sealed);
-        self.recycle(sealed);
-        let written = opened?;
-        // Written, authenticated and hashed: kept across a restart from here on.
-        if let Ok(mut state) = self.state.lock() {
-            for index in group {
-                state.mark(index, true);
-            }
-        }
-        self.progress.inc(written);
-        Ok(written)
-    }
-
-    fn open_group(&self, group: std::ops::Range<u64>, sealed: &mut [u8]) -> Result<u64, String> {
-        let mut offset = 0_usize;
-        let mut written = 0_u64;
-        for index in group {
-            let range = self
-                .layout
-                .sealed_chunk_range(index)
-                .map_err(|error| error.to_string())?;
-            let len =
-                usize::try_from(range.end - range.start).map_err(|error| error.to_string())?;
-            let piece = sealed
-                .get_mut(offset..offset + len)
-                .ok_or_else(|| format!("the response ended inside chunk {index}"))?;
-            offset += len;
-            let plain = self.cipher.open_chunk_in_place(index, piece).map_err(|_| {
+    /// Opens chunk `index` from its `sealed` bytes (authenticating it by its AES-GCM tag), writes it and hashes
+    /// it; from then on it is kept across a restart. Returns its plaintext length.
+    fn accept(&self, index: u64, sealed: &mut [u8]) -> Result<u64, String> {
+        let plain = self
+            .cipher
+            .open_chunk_in_place(index, sealed)
+            .map_err(|_| {
                 format!("chunk {index} failed its integrity check: this DP's copy is damaged")
             })?;
-            self.targets
-                .write_at(plain, self.position(index))
-                .map_err(|error| format!("cannot write the files: {error}"))?;
-            self.hashed(index, plain);
-            written += plain.len() as u64;
+        self.targets
+            .write_at(plain, self.position(index))
+            .map_err(|error| format!("cannot write the files: {error}"))?;
+        self.hashed(index, plain);
+        if let Ok(mut state) = self.state.lock() {
+            state.mark(index, true);
         }
-        Ok(written)
+        self.progress.inc(plain.len() as u64);
+        Ok(plain.len() as u64)
+    }
+
+    /// Chunks written and verified so far.
+    fn done_count(&self) -> usize {
+        self.state
+            .lock()
+            .map_or(0, |state| state.done.iter().filter(|done| **done).count())
     }
 
     /// Where chunk `index` starts in the plaintext.
@@ -470,7 +427,7 @@ impl Download {
                 .filter(|index| state.is_done(*index))
                 .collect()
         };
-        let mut buffer = self.buffer(0);
+        let mut buffer = Vec::new();
         let mut bytes = 0_u64;
         for index in kept {
             self.read_back(index, &mut buffer)?;
@@ -485,7 +442,6 @@ impl Download {
                 state.mark(index, false);
             }
         }
-        self.recycle(buffer);
         Ok(bytes)
     }
 
@@ -509,12 +465,11 @@ impl Download {
             }
             WholeCheck::ReadBack => {
                 let mut digest = WholeDigest::for_manifest(manifest);
-                let mut buffer = self.buffer(0);
+                let mut buffer = Vec::new();
                 for index in 0..self.layout.chunk_count() {
                     self.read_back(index, &mut buffer)?;
                     digest.update(&buffer);
                 }
-                self.recycle(buffer);
                 Ok(digest.matches(manifest))
             }
         }
@@ -522,16 +477,15 @@ impl Download {
 
     /// Saves the resume state, at most every [`SAVE_EVERY`] unless `force`.
     fn save(&self, force: bool) -> Result<(), String> {
-        {
-            let mut last = self
-                .last_save
-                .lock()
-                .map_err(|_| "state lock poisoned".to_owned())?;
-            if !force && last.elapsed() < SAVE_EVERY {
-                return Ok(());
-            }
-            *last = Instant::now();
+        // Held until the file is renamed into place: one writer of the partial file at a time.
+        let mut last = self
+            .last_save
+            .lock()
+            .map_err(|_| "state lock poisoned".to_owned())?;
+        if !force && last.elapsed() < SAVE_EVERY {
+            return Ok(());
         }
+        *last = Instant::now();
         let state = self
             .state
             .lock()
@@ -735,20 +689,14 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
         progress,
         max_rate: options.max_rate,
         reserved: Mutex::new((Instant::now(), 0)),
-        buffers: Mutex::new(Vec::new()),
     });
     let resumed_bytes = blocking(&download, Download::verify_kept).await?;
     download.progress.set_position(resumed_bytes);
 
-    // HTTP/1.1: each parallel range gets its own connection (and TLS stream), which moves bulk data faster
-    // than multiplexing them over one HTTP/2 connection.
-    let mut http = reqwest::Client::builder()
-        .http1_only()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(30));
-    for (host, addr) in &options.resolve {
-        http = http.resolve(host, *addr);
-    }
+    // `parallel_downloads` lanes, each a thread with its own HTTP client and connection (see `from_location`),
+    // sharing one TLS configuration: the system's trusted roots and the extra CA certificates, loaded once.
+    // HTTP/1.1: a connection per lane moves bulk data faster than multiplexing the ranges over one HTTP/2
+    // connection.
     let mut roots = Vec::new();
     for path in options
         .ca_certificates
@@ -757,14 +705,14 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     {
         let pem = std::fs::read(path)
             .map_err(|error| local(&format!("cannot read {}", path.display()), error))?;
-        roots.extend(
-            reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|error| GetError::Local(format!("{}: {error}", path.display())))?,
-        );
+        for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.push(certificate.map_err(|error| local(&format!("{}", path.display()), error))?);
+        }
     }
-    let http = http
-        .tls_certs_merge(roots)
-        .build()
+    let tls = tls_config(roots).map_err(|error| GetError::Local(format!("TLS: {error}")))?;
+    let clients = (0..config.parallel_downloads.max(1))
+        .map(|_| http_client(&options.resolve, tls.clone()))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|error| GetError::Local(format!("HTTP client: {error}")))?;
 
     let mut failed = Vec::new();
@@ -777,7 +725,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
         download
             .progress
             .set_message(location.distribution_point_name.clone());
-        match from_location(&http, config, &options, &download, location).await {
+        match from_location(&clients, config, &options, &download, location).await {
             Ok(()) => {
                 served = Some(location);
                 break;
@@ -855,9 +803,45 @@ fn tracing_line(message: &str) {
     eprintln!("clouddp-agent: {message}");
 }
 
+/// TLS for the content endpoints: servers verified against the system's trusted roots and `extra_roots`.
+fn tls_config(
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// An HTTP client for one lane: its own connection pool, so a lane's connection lives on the lane's thread.
+fn http_client(
+    resolve: &[(String, SocketAddr)],
+    tls: rustls::ClientConfig,
+) -> reqwest::Result<reqwest::Client> {
+    let mut http = reqwest::Client::builder()
+        .http1_only()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(30));
+    for (host, addr) in resolve {
+        http = http.resolve(host, *addr);
+    }
+    http.tls_backend_preconfigured(tls).build()
+}
+
 /// Downloads every missing chunk from one location, retrying transient failures with backoff.
+///
+/// Each lane is a thread of its own (`parallel_downloads` of them) with its own connection: it takes
+/// the next missing range from a shared list, and opens, writes and hashes each chunk on the same thread as soon
+/// as its bytes are in, while they are still in that core's cache (handing received ranges to other threads was
+/// measured slower: every copy and pass then touched memory last written by the other core).
 async fn from_location(
-    http: &reqwest::Client,
+    clients: &[reqwest::Client],
     config: &AgentConfig,
     options: &GetOptions,
     download: &Arc<Download>,
@@ -870,58 +854,38 @@ async fn from_location(
         if groups.is_empty() {
             return Ok(());
         }
-        // A pipeline: up to `parallel` ranges in flight on the network or received, while received ones are
-        // opened, written and hashed on blocking threads: one core is left to the network thread (more writers
-        // only contend for the file and the cores; measured), so a connection never waits for the disk or the hash.
-        let parallel = usize::try_from(config.parallel_downloads).unwrap_or(4);
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |cores| cores.get().saturating_sub(1))
-            .clamp(1, parallel);
-        let mut waiting = groups.into_iter();
-        let mut fetching = futures::stream::FuturesUnordered::new();
-        let mut received = std::collections::VecDeque::new();
-        let mut accepting = futures::stream::FuturesUnordered::new();
-        let mut failure = None;
-        loop {
-            while accepting.len() < workers
-                && let Some((group, body)) = received.pop_front()
-            {
-                let download = download.clone();
-                accepting.push(tokio::task::spawn_blocking(move || {
-                    download.accept(group, body)?;
-                    download.save(false)
-                }));
-            }
-            while failure.is_none() && fetching.len() + received.len() < parallel {
-                let Some(group) = waiting.next() else { break };
-                fetching.push(fetch_group(http, config, download, location, group));
-            }
-            if fetching.is_empty() && accepting.is_empty() && received.is_empty() {
-                break;
-            }
-            tokio::select! {
-                Some(fetched) = fetching.next(), if !fetching.is_empty() => match fetched {
-                    Ok(group_and_body) => received.push_back(group_and_body),
-                    Err(error) => {
-                        // Stop asking; what was received is still opened and kept below.
-                        failure.get_or_insert(error);
-                        fetching.clear();
-                    }
-                },
-                Some(accepted) = accepting.next(), if !accepting.is_empty() => {
-                    match accepted.map_err(|error| error.to_string()).and_then(|result| result) {
-                        Ok(()) => {
-                            attempt = 0;
-                            pause = Duration::from_millis(250);
-                        }
-                        Err(error) => {
-                            failure.get_or_insert(LocationFailure::Final(error));
-                            fetching.clear();
-                        }
-                    }
-                }
+        let before = download.done_count();
+        let lane = Lane {
+            download: download.clone(),
+            location: Arc::new(location.clone()),
+            client_id: config.device_id.clone(),
+            waiting: Arc::new(Mutex::new(groups.into())),
+            failure: Arc::new(Mutex::new(None)),
+        };
+        let lanes: Vec<_> = clients
+            .iter()
+            .map(|http| {
+                let (lane, http) = (lane.clone(), http.clone());
+                tokio::task::spawn_blocking(move || lane.run(&http))
+            })
+            .collect();
+        for finished in futures::future::join_all(lanes).await {
+            if let Err(error) = finished {
+                lane.fail(LocationFailure::Final(format!(
+                    "a download lane failed: {error}"
+                )));
             }
         }
+        let _ = download.save(false);
+        if download.done_count() > before {
+            attempt = 0;
+            pause = Duration::from_millis(250);
+        }
+        let failure = lane
+            .failure
+            .lock()
+            .ok()
+            .and_then(|mut failure| failure.take());
         match failure {
             None => continue,
             Some(LocationFailure::Final(error)) => return Err(error),
@@ -946,67 +910,150 @@ async fn from_location(
     }
 }
 
-async fn fetch_group(
-    http: &reqwest::Client,
-    config: &AgentConfig,
-    download: &Arc<Download>,
-    location: &pb::ContentLocation,
-    group: std::ops::Range<u64>,
-) -> Result<(std::ops::Range<u64>, Vec<u8>), LocationFailure> {
-    let first = download
-        .layout
-        .sealed_chunk_range(group.start)
-        .map_err(|error| LocationFailure::Final(error.to_string()))?;
-    let last = download
-        .layout
-        .sealed_chunk_range(group.end - 1)
-        .map_err(|error| LocationFailure::Final(error.to_string()))?;
-    download.throttle(last.end - first.start).await;
-    let response = http
-        .get(&location.url)
-        .bearer_auth(&location.access_token)
-        .header(CLIENT_HEADER, &config.device_id)
-        .header(
-            reqwest::header::RANGE,
-            format!("bytes={}-{}", first.start, last.end - 1),
-        )
-        .send()
-        .await
-        .map_err(|error| LocationFailure::Transient(describe(&error)))?;
-    let status = response.status();
-    if status != reqwest::StatusCode::PARTIAL_CONTENT {
-        let body = response.text().await.unwrap_or_default();
-        let message = format!("HTTP {status}: {}", body.trim());
-        return Err(match status.as_u16() {
-            500 | 502 | 504 => LocationFailure::Transient(message),
-            _ => LocationFailure::Final(message),
+/// What the lanes of one attempt at a location share.
+#[derive(Clone)]
+struct Lane {
+    download: Arc<Download>,
+    location: Arc<pb::ContentLocation>,
+    client_id: String,
+    /// Ranges (of chunk indices) not yet taken.
+    waiting: Arc<Mutex<std::collections::VecDeque<std::ops::Range<u64>>>>,
+    /// The first failure; once set, no lane takes another range.
+    failure: Arc<Mutex<Option<LocationFailure>>>,
+}
+
+impl Lane {
+    fn fail(&self, failure: LocationFailure) {
+        if let Ok(mut first) = self.failure.lock() {
+            first.get_or_insert(failure);
+        }
+    }
+
+    fn next(&self) -> Option<std::ops::Range<u64>> {
+        if self
+            .failure
+            .lock()
+            .map_or(true, |failure| failure.is_some())
+        {
+            return None;
+        }
+        self.waiting.lock().ok()?.pop_front()
+    }
+
+    /// Fetches ranges on this thread until none is left or one fails.
+    fn run(&self, http: &reqwest::Client) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                return self.fail(LocationFailure::Final(format!(
+                    "cannot start a download lane: {error}"
+                )));
+            }
+        };
+        runtime.block_on(async {
+            // One chunk at a time, in a buffer that stays in this core's cache.
+            let mut chunk = Vec::new();
+            while let Some(group) = self.next() {
+                if let Err(failure) = self.fetch(http, group, &mut chunk).await {
+                    return self.fail(failure);
+                }
+                if let Err(error) = self.download.save(false) {
+                    return self.fail(LocationFailure::Final(error));
+                }
+            }
         });
     }
-    // Read into one buffer of the expected size: no regrowing, no second copy.
-    let expected = usize::try_from(last.end - first.start)
-        .map_err(|error| LocationFailure::Final(error.to_string()))?;
-    let mut body = download.buffer(expected);
-    let mut response = response;
-    while let Some(piece) = response
-        .chunk()
-        .await
-        .map_err(|error| LocationFailure::Transient(describe(&error)))?
-    {
-        if body.len() + piece.len() > expected {
-            return Err(LocationFailure::Final(format!(
-                "the response is longer than the {expected} bytes asked for"
+
+    /// Fetches the chunks `group` in one range request, accepting each as soon as its bytes are in.
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        group: std::ops::Range<u64>,
+        chunk: &mut Vec<u8>,
+    ) -> Result<(), LocationFailure> {
+        let download = &self.download;
+        let final_error =
+            |error: clouddp_core::seal::SealError| LocationFailure::Final(error.to_string());
+        let first = download
+            .layout
+            .sealed_chunk_range(group.start)
+            .map_err(final_error)?;
+        let last = download
+            .layout
+            .sealed_chunk_range(group.end - 1)
+            .map_err(final_error)?;
+        download.throttle(last.end - first.start).await;
+        let mut response = http
+            .get(&self.location.url)
+            .bearer_auth(&self.location.access_token)
+            .header(CLIENT_HEADER, &self.client_id)
+            .header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", first.start, last.end - 1),
+            )
+            .send()
+            .await
+            .map_err(|error| LocationFailure::Transient(describe(&error)))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::PARTIAL_CONTENT {
+            let body = response.text().await.unwrap_or_default();
+            let message = format!("HTTP {status}: {}", body.trim());
+            return Err(match status.as_u16() {
+                500 | 502 | 504 => LocationFailure::Transient(message),
+                _ => LocationFailure::Final(message),
+            });
+        }
+        let mut index = group.start;
+        let mut want = chunk_len(download, index)?;
+        chunk.clear();
+        while let Some(piece) = response
+            .chunk()
+            .await
+            .map_err(|error| LocationFailure::Transient(describe(&error)))?
+        {
+            let mut piece = &piece[..];
+            while !piece.is_empty() {
+                if index == group.end {
+                    return Err(LocationFailure::Final(format!(
+                        "the response is longer than the {} bytes asked for",
+                        last.end - first.start
+                    )));
+                }
+                let take = piece.len().min(want - chunk.len());
+                chunk.extend_from_slice(&piece[..take]);
+                piece = &piece[take..];
+                if chunk.len() == want {
+                    download
+                        .accept(index, chunk)
+                        .map_err(LocationFailure::Final)?;
+                    chunk.clear();
+                    index += 1;
+                    if index < group.end {
+                        want = chunk_len(download, index)?;
+                    }
+                }
+            }
+        }
+        if index != group.end {
+            return Err(LocationFailure::Transient(format!(
+                "short response: it ended inside chunk {index}"
             )));
         }
-        body.extend_from_slice(&piece);
+        Ok(())
     }
-    if body.len() as u64 != last.end - first.start {
-        return Err(LocationFailure::Transient(format!(
-            "short response: {} of {} bytes",
-            body.len(),
-            last.end - first.start
-        )));
-    }
-    Ok((group, body))
+}
+
+/// The sealed length of chunk `index`.
+fn chunk_len(download: &Download, index: u64) -> Result<usize, LocationFailure> {
+    let range = download
+        .layout
+        .sealed_chunk_range(index)
+        .map_err(|error| LocationFailure::Final(error.to_string()))?;
+    usize::try_from(range.end - range.start)
+        .map_err(|error| LocationFailure::Final(error.to_string()))
 }
 
 fn describe(error: &reqwest::Error) -> String {
