@@ -44,6 +44,11 @@ const ON_PREMISES: [(&str, &str, &str); 3] = [
 
 impl Site {
     async fn build(content_mb: usize) -> Self {
+        Self::build_with(content_mb, &[]).await
+    }
+
+    /// A site whose distribution manager also gets `manager_env`.
+    async fn build_with(content_mb: usize, manager_env: &[(&str, &str)]) -> Self {
         let azurite = Azurite::start().await.unwrap();
         let work = tempfile::tempdir().unwrap();
         let pki = TestCa::new("clouddp-test-ca", &work.path().join("pki")).unwrap();
@@ -53,23 +58,23 @@ impl Site {
             .collect();
         let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let endpoint_cert = pki.server("content-endpoint", &host_refs).unwrap();
-        let manager = ServiceProcess::start(
-            ServiceSpec::new(ServiceKind::DistributionManager)
-                .env(
-                    "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
-                    &text(&endpoint_cert.certificate),
-                )
-                .env(
-                    "CLOUDDP_DM__CONTENT_ENDPOINT__PRIVATE_KEY",
-                    &text(&endpoint_cert.private_key),
-                )
-                .env(
-                    "CLOUDDP_DM__CONTENT_ENDPOINT__USAGE_FLUSH_INTERVAL",
-                    "500ms",
-                ),
-        )
-        .await
-        .unwrap();
+        let mut spec = ServiceSpec::new(ServiceKind::DistributionManager)
+            .env(
+                "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
+                &text(&endpoint_cert.certificate),
+            )
+            .env(
+                "CLOUDDP_DM__CONTENT_ENDPOINT__PRIVATE_KEY",
+                &text(&endpoint_cert.private_key),
+            )
+            .env(
+                "CLOUDDP_DM__CONTENT_ENDPOINT__USAGE_FLUSH_INTERVAL",
+                "500ms",
+            );
+        for (name, value) in manager_env {
+            spec = spec.env(name, value);
+        }
+        let manager = ServiceProcess::start(spec).await.unwrap();
         let port = manager.content_addr().port().to_string();
 
         let mut folders = Vec::new();
@@ -1208,4 +1213,83 @@ async fn a_content_endpoint_alone_serves_the_same_site() {
         !log.contains("gRPC server listening"),
         "the endpoint role serves no gRPC: {log}"
     );
+}
+
+/// With OpenTelemetry on, a download is one trace: the agent sends `traceparent` with LocateContent and with every
+/// range request, continuing the trace it was started in (`TRACEPARENT`) or starting one, and reports its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_is_one_trace_from_the_agent_to_the_content_endpoint() {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT_ID: &str = "00f067aa0ba902b7";
+    let collector = clouddp_e2e::otlp::Collector::start().await.unwrap();
+    let mut site =
+        Site::build_with(2, &[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())]).await;
+    let continued = report(
+        &site
+            .agent_command(
+                "fallback",
+                &["--device", "laptop-yes", "--ip", "10.1.2.3"],
+                &site.work.path().join("got-continued"),
+            )
+            .env("TRACEPARENT", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(continued["trace_id"], TRACE_ID, "{continued}");
+    let fresh = report(
+        &site
+            .agent_command(
+                "fallback",
+                &["--device", "laptop-yes", "--ip", "10.1.2.3"],
+                &site.work.path().join("got-fresh"),
+            )
+            .env_remove("TRACEPARENT")
+            .output()
+            .unwrap(),
+    );
+    let fresh_id = fresh["trace_id"].as_str().unwrap().to_owned();
+    assert!(
+        fresh_id.len() == 32 && fresh_id != TRACE_ID,
+        "a new trace for a download started outside one: {fresh}"
+    );
+
+    // Stopping flushes the exporter.
+    site.manager.terminate(Duration::from_secs(5)).unwrap();
+    for trace_id in [TRACE_ID, fresh_id.as_str()] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (locate, ranges) = loop {
+            let spans: Vec<_> = collector
+                .spans()
+                .into_iter()
+                .filter(|span| span.trace_id == trace_id)
+                .collect();
+            let locate = spans
+                .iter()
+                .find(|span| span.name.ends_with("/LocateContent"))
+                .cloned();
+            let ranges: Vec<_> = spans
+                .into_iter()
+                .filter(|span| span.name == "GET /content/{content_id}/{file}")
+                .collect();
+            if let Some(locate) = locate
+                && !ranges.is_empty()
+            {
+                break (locate, ranges);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no LocateContent and content spans in trace {trace_id}: {:#?}",
+                collector.spans()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(locate.service, "clouddp-distribution-manager");
+        // The agent's own span is the parent of every call of the download; it is not the caller's.
+        assert_ne!(locate.parent_span_id, PARENT_ID);
+        assert_eq!(locate.parent_span_id.len(), 16);
+        for range in &ranges {
+            assert_eq!(range.service, "clouddp-distribution-manager");
+            assert_eq!(range.parent_span_id, locate.parent_span_id, "{range:?}");
+        }
+    }
 }

@@ -43,6 +43,76 @@ pub struct GetOptions {
     pub progress: bool,
     /// Bandwidth limit in bytes per second; 0 for none.
     pub max_rate: u64,
+    /// The trace the download's calls belong to.
+    pub trace: TraceContext,
+}
+
+/// The W3C trace context of one download: continued from `TRACEPARENT` when the agent is started inside a trace
+/// (the environment-variable carrier of OpenTelemetry), a new trace otherwise. Every call the download makes
+/// carries it as `traceparent`, so the distribution manager's spans for the location and for each range join
+/// one trace, whose id the agent reports.
+#[derive(Debug, Clone)]
+pub struct TraceContext {
+    trace_id: String,
+    header: String,
+}
+
+impl TraceContext {
+    /// From `TRACEPARENT` when it holds a valid context, else a new trace; a new span id either way.
+    pub fn from_env() -> Self {
+        let (trace_id, flags) = std::env::var("TRACEPARENT")
+            .ok()
+            .and_then(|value| parse_traceparent(&value))
+            .unwrap_or_else(|| (hex::encode(random::<16>()), "01".to_owned()));
+        let header = format!("00-{trace_id}-{}-{flags}", hex::encode(random::<8>()));
+        Self { trace_id, header }
+    }
+
+    /// The trace id (32 hex digits).
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// The `traceparent` value the calls carry.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+}
+
+impl Default for TraceContext {
+    fn default() -> Self {
+        Self::from_env()
+    }
+}
+
+/// The trace id and flags of a version-00 `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zeros).
+fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let hex = |text: &str, len: usize| {
+        text.len() == len
+            && text
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+            && text.bytes().any(|byte| byte != b'0')
+    };
+    let mut parts = value.trim().split('-');
+    let (Some("00"), Some(trace), Some(parent), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let flags_ok = flags.len() == 2 && flags.bytes().all(|byte| byte.is_ascii_hexdigit());
+    (hex(trace, 32) && hex(parent, 16) && flags_ok).then(|| (trace.to_owned(), flags.to_owned()))
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0_u8; N];
+    // The system's generator does not fail on Linux; an all-zero id would only be an invalid context.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes
 }
 
 /// A location that did not serve, and why.
@@ -77,6 +147,8 @@ pub struct GetReport {
     pub failed: Vec<Attempt>,
     /// Seconds taken.
     pub seconds: f64,
+    /// The trace of the download's calls (see [`TraceContext`]).
+    pub trace_id: String,
 }
 
 /// Why `get` failed; each maps to an exit code.
@@ -516,6 +588,7 @@ fn tier_label(tier: i32) -> &'static str {
 async fn locate(
     config: &AgentConfig,
     deployment: &str,
+    trace: &TraceContext,
 ) -> Result<pb::LocateContentResponse, GetError> {
     let unreachable = |detail: String| GetError::Unreachable {
         endpoint: config.endpoint.clone(),
@@ -551,6 +624,10 @@ async fn locate(
         region_hint: config.region.clone().unwrap_or_default(),
         latency_hints_ms: HashMap::new(),
     };
+    let mut request = tonic::Request::new(request);
+    if let Ok(value) = trace.header().parse() {
+        request.metadata_mut().insert("traceparent", value);
+    }
     match client.locate_content(request).await {
         Ok(response) => Ok(response.into_inner()),
         Err(status)
@@ -575,7 +652,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
             "the device id is not set: give --device or set device_id in the config (CLOUDDP_AGENT__DEVICE_ID)".to_owned(),
         ));
     }
-    let answer = locate(config, &options.deployment).await?;
+    let answer = locate(config, &options.deployment, &options.trace).await?;
     let manifest = answer
         .manifest
         .clone()
@@ -784,6 +861,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
         reasons,
         failed,
         seconds: started.elapsed().as_secs_f64(),
+        trace_id: options.trace.trace_id().to_owned(),
     })
 }
 
@@ -859,6 +937,7 @@ async fn from_location(
             download: download.clone(),
             location: Arc::new(location.clone()),
             client_id: config.device_id.clone(),
+            traceparent: options.trace.header().to_owned(),
             waiting: Arc::new(Mutex::new(groups.into())),
             failure: Arc::new(Mutex::new(None)),
         };
@@ -916,6 +995,7 @@ struct Lane {
     download: Arc<Download>,
     location: Arc<pb::ContentLocation>,
     client_id: String,
+    traceparent: String,
     /// Ranges (of chunk indices) not yet taken.
     waiting: Arc<Mutex<std::collections::VecDeque<std::ops::Range<u64>>>>,
     /// The first failure; once set, no lane takes another range.
@@ -990,6 +1070,7 @@ impl Lane {
             .get(&self.location.url)
             .bearer_auth(&self.location.access_token)
             .header(CLIENT_HEADER, &self.client_id)
+            .header("traceparent", &self.traceparent)
             .header(
                 reqwest::header::RANGE,
                 format!("bytes={}-{}", first.start, last.end - 1),
@@ -1088,6 +1169,38 @@ mod tests {
             digest.update(piece);
         }
         digest.matches(manifest)
+    }
+
+    #[test]
+    fn traceparent_is_continued_only_when_valid() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            parse_traceparent(&format!("00-{trace}-00f067aa0ba902b7-01")),
+            Some((trace.to_owned(), "01".to_owned()))
+        );
+        assert_eq!(
+            parse_traceparent(&format!(" 00-{trace}-00f067aa0ba902b7-00\n")),
+            Some((trace.to_owned(), "00".to_owned()))
+        );
+        for invalid in [
+            String::new(),
+            format!("01-{trace}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{trace}-{}-01", "0".repeat(16)),
+            format!("00-{}-00f067aa0ba902b7-01", trace.to_uppercase()),
+            format!("00-{trace}-00f067aa0ba902b7"),
+            format!("00-{trace}-00f067aa0ba902b7-01-extra"),
+            format!("00-{}-00f067aa0ba902b7-01", &trace[1..]),
+        ] {
+            assert_eq!(parse_traceparent(&invalid), None, "{invalid:?}");
+        }
+        let fresh = TraceContext::from_env();
+        assert_eq!(fresh.trace_id().len(), 32);
+        assert!(
+            parse_traceparent(fresh.header()).is_some(),
+            "{}",
+            fresh.header()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use clouddp_agent::AgentConfig;
 use clouddp_agent::config::Network;
-use clouddp_agent::get::{GetOptions, get};
+use clouddp_agent::get::{GetOptions, TraceContext, get};
 
 /// clouddp-agent: finds where a deployment's content is, downloads it from the best allowed distribution point,
 /// verifies and decrypts it.
@@ -183,7 +183,9 @@ fn main() -> ExitCode {
                 retries,
                 progress: output == Output::Text && !no_progress,
                 max_rate,
+                trace: TraceContext::from_env(),
             };
+            let trace_id = options.trace.trace_id().to_owned();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -228,12 +230,14 @@ fn main() -> ExitCode {
                                     attempt.distribution_point, attempt.tier, attempt.error
                                 );
                             }
+                            println!("  trace: {}", report.trace_id);
                         }
                     }
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
                     eprintln!("clouddp-agent: {error}");
+                    eprintln!("clouddp-agent: trace {trace_id}");
                     if output == Output::Json {
                         // Scripts get the failure as JSON too, with every location that was tried.
                         let attempts = match &error {
@@ -246,6 +250,7 @@ fn main() -> ExitCode {
                             "error": error.to_string(),
                             "exit_code": error.exit_code(),
                             "failed": attempts,
+                            "trace_id": trace_id,
                         });
                         println!("{value}");
                     }

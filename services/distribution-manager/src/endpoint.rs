@@ -25,6 +25,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::ContentEndpointSettings;
 use crate::dp::{DistributionManager, DpRecord};
@@ -36,6 +37,9 @@ use crate::tokens::TokenKeys;
 pub const CLIENT_HEADER: &str = "x-clouddp-client";
 /// Bytes read from the store per piece of a response.
 const SLICE: u64 = 1 << 20;
+/// The content endpoint's routes.
+const CONTENT_ROUTE: &str = "/content/{content_id}/{file}";
+const HEALTH_ROUTE: &str = "/healthz";
 /// How long open connections may finish after a shutdown.
 const DRAIN: Duration = Duration::from_millis(1500);
 
@@ -325,8 +329,8 @@ impl ContentEndpoint {
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let router = axum::Router::new()
-            .route("/healthz", get(health))
-            .route("/content/{content_id}/{file}", get(serve_content))
+            .route(HEALTH_ROUTE, get(health))
+            .route(CONTENT_ROUTE, get(serve_content))
             .with_state(self.clone());
         tracing::info!(addr = ?listener.local_addr().ok(), "content endpoint listening");
 
@@ -390,8 +394,13 @@ impl ContentEndpoint {
                 let service = hyper::service::service_fn(
                     move |mut request: http::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(ServerName(sni.clone()));
+                        let span = clouddp_platform::telemetry::http_span(
+                            &request,
+                            route_of(request.uri().path()),
+                        );
                         let mut router = router.clone();
                         async move { tower::Service::call(&mut router, request).await }
+                            .instrument(span)
                     },
                 );
                 let builder = hyper_util::server::conn::auto::Builder::new(
@@ -497,6 +506,17 @@ fn parse_range(value: Option<&HeaderValue>, length: u64) -> Result<Option<Range<
         return Err(());
     }
     Ok(Some(range))
+}
+
+/// The route a request path falls under, for its span's name (never the path itself: one name per route).
+fn route_of(path: &str) -> &'static str {
+    if path.starts_with("/content/") {
+        CONTENT_ROUTE
+    } else if path == HEALTH_ROUTE {
+        HEALTH_ROUTE
+    } else {
+        "unknown route"
+    }
 }
 
 async fn serve_content(

@@ -135,16 +135,36 @@ pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let path = request.uri().path();
     let span =
         tracing::info_span!("rpc", otel.name = %path, otel.kind = "server", rpc.path = %path);
+    continue_trace(&span, request.headers());
+    span
+}
+
+/// The span of one incoming HTTP request named by its `route` (`GET /content/{content_id}/{file}`), child of the
+/// caller's trace when the request carries `traceparent` (a device's agent sends one per download).
+pub fn http_span<B>(request: &http::Request<B>, route: &str) -> tracing::Span {
+    let method = request.method();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+    );
+    continue_trace(&span, request.headers());
+    span
+}
+
+/// Makes `span` a child of the trace in `headers`, if any.
+fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     // Only a caller's `traceparent` gives a parent to link to (most calls have none: skip the propagator).
-    if span.is_disabled() || !request.headers().contains_key("traceparent") {
-        return span;
+    if span.is_disabled() || !headers.contains_key("traceparent") {
+        return;
     }
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+        propagator.extract(&opentelemetry_http::HeaderExtractor(headers))
     });
     // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
     let _ = span.set_parent(parent);
-    span
 }
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
