@@ -1055,16 +1055,8 @@ impl Lane {
         chunk: &mut Vec<u8>,
     ) -> Result<(), LocationFailure> {
         let download = &self.download;
-        let final_error =
-            |error: clouddp_core::seal::SealError| LocationFailure::Final(error.to_string());
-        let first = download
-            .layout
-            .sealed_chunk_range(group.start)
-            .map_err(final_error)?;
-        let last = download
-            .layout
-            .sealed_chunk_range(group.end - 1)
-            .map_err(final_error)?;
+        let first = sealed_range(download, group.start)?;
+        let last = sealed_range(download, group.end - 1)?;
         download.throttle(last.end - first.start).await;
         let mut response = http
             .get(&self.location.url)
@@ -1090,6 +1082,7 @@ impl Lane {
         let mut index = group.start;
         let mut want = chunk_len(download, index)?;
         chunk.clear();
+        chunk.reserve(want);
         while let Some(piece) = response
             .chunk()
             .await
@@ -1127,12 +1120,17 @@ impl Lane {
     }
 }
 
-/// The sealed length of chunk `index`.
-fn chunk_len(download: &Download, index: u64) -> Result<usize, LocationFailure> {
-    let range = download
+/// Where chunk `index` lies in the sealed object.
+fn sealed_range(download: &Download, index: u64) -> Result<std::ops::Range<u64>, LocationFailure> {
+    download
         .layout
         .sealed_chunk_range(index)
-        .map_err(|error| LocationFailure::Final(error.to_string()))?;
+        .map_err(|error| LocationFailure::Final(error.to_string()))
+}
+
+/// The sealed length of chunk `index`.
+fn chunk_len(download: &Download, index: u64) -> Result<usize, LocationFailure> {
+    let range = sealed_range(download, index)?;
     usize::try_from(range.end - range.start)
         .map_err(|error| LocationFailure::Final(error.to_string()))
 }
