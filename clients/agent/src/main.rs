@@ -49,6 +49,9 @@ enum Command {
     Config,
     /// Download a deployment's content into a directory: locate, try the locations in order, resume an
     /// interrupted download, verify every chunk and the whole, decrypt, and write the files atomically.
+    ///
+    /// Every call of the download carries one W3C trace context (continued from TRACEPARENT when set), and the
+    /// trace id is printed, so the download can be found in the distribution manager's traces.
     Get {
         /// The deployment (dep-…) whose content to get.
         deployment: String,
