@@ -374,6 +374,8 @@ enum WholeCheck {
     ReadBack,
 }
 
+/// One content version being downloaded: shared by the lanes, each of which opens, writes and hashes the chunks
+/// it receives.
 struct Download {
     cipher: ChunkCipher,
     layout: SealedLayout,
@@ -382,6 +384,7 @@ struct Download {
     check: WholeCheck,
     state: Mutex<ResumeState>,
     state_path: PathBuf,
+    /// When the resume state was last saved; held while it is written.
     last_save: Mutex<Instant>,
     progress: indicatif::ProgressBar,
     /// Bandwidth limit: bytes per second (0 for none), and the bytes reserved since `started`.
