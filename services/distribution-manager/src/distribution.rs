@@ -671,15 +671,15 @@ impl Distributor {
     }
 
     async fn run_job(&self, content_version_id: &str, dp_id: &str, shutdown: &CancellationToken) {
-        let attempts = match self.job(content_version_id, dp_id).await {
-            Ok(job) => job.attempts + 1,
+        let (attempts, last_error) = match self.job(content_version_id, dp_id).await {
+            Ok(job) => (job.attempts + 1, job.error),
             Err(error) => {
                 tracing::warn!(%error, "distribution job vanished");
                 return;
             }
         };
         let outcome = self
-            .transfer(content_version_id, dp_id, attempts, shutdown)
+            .transfer(content_version_id, dp_id, attempts, &last_error, shutdown)
             .await;
         let bytes_done = self
             .job(content_version_id, dp_id)
@@ -729,12 +729,14 @@ impl Distributor {
         }
     }
 
-    /// Seals and stages every missing part, then commits. `Ok(false)` when stopped by shutdown.
+    /// Seals and stages every missing part, then commits. `Ok(false)` when stopped by shutdown. While a retry runs,
+    /// the job keeps showing the error that made it retry (`last_error`) until it succeeds or fails again.
     async fn transfer(
         &self,
         content_version_id: &str,
         dp_id: &str,
         attempts: u32,
+        last_error: &str,
         shutdown: &CancellationToken,
     ) -> DmResult<bool> {
         let content = content::get(self.pool(), content_version_id).await?;
@@ -763,7 +765,7 @@ impl Distributor {
             JobState::InProgress,
             bytes_done,
             attempts,
-            "",
+            last_error,
             0,
         )
         .await?;
@@ -845,7 +847,7 @@ impl Distributor {
                 bytes_done,
                 bytes_total: layout.sealed_len(),
                 attempts,
-                error: String::new(),
+                error: last_error.to_owned(),
                 update_time_ms: now,
             });
         }
