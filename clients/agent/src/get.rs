@@ -832,11 +832,8 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     download.progress.finish_and_clear();
 
     // The whole content verified against the manifest; only then do the files appear under their names.
-    let manifest = Arc::new(manifest);
-    let whole = {
-        let manifest = manifest.clone();
-        blocking(&download, move |download| download.whole_matches(&manifest)).await?
-    };
+    let expected = Arc::new(manifest.clone());
+    let whole = blocking(&download, move |download| download.whole_matches(&expected)).await?;
     if !whole {
         // Nothing of it can be trusted: start over next time.
         download.targets.discard();
@@ -947,8 +944,8 @@ async fn from_location(
         let lanes: Vec<_> = clients
             .iter()
             .map(|http| {
-                let (lane, http) = (lane.clone(), http.clone());
-                tokio::task::spawn_blocking(move || lane.run(&http))
+                let (this_lane, client) = (lane.clone(), http.clone());
+                tokio::task::spawn_blocking(move || this_lane.run(&client))
             })
             .collect();
         for finished in futures::future::join_all(lanes).await {
@@ -1086,12 +1083,12 @@ impl Lane {
         let mut want = chunk_len(download, index)?;
         chunk.clear();
         chunk.reserve(want);
-        while let Some(piece) = response
+        while let Some(received) = response
             .chunk()
             .await
             .map_err(|error| LocationFailure::Transient(describe(&error)))?
         {
-            let mut piece = &piece[..];
+            let mut piece = &received[..];
             while !piece.is_empty() {
                 if index == group.end {
                     return Err(LocationFailure::Final(format!(
