@@ -62,6 +62,24 @@ fn subtree(values: &[ChainingValue], chunk_size: u64, length: u64) -> Option<Cha
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any length over one chunk, any power-of-two chunk size: the joined root is the content's BLAKE3.
+        #[test]
+        fn joined_root_is_the_plain_hash(
+            chunk_shift in 10_u32..14,
+            extra in 1_usize..40_000,
+            seed in any::<u8>(),
+        ) {
+            let chunk_size = 1_u64 << chunk_shift;
+            let length = usize::try_from(chunk_size).unwrap() + extra;
+            let content: Vec<u8> = (0..length).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+            prop_assert_eq!(by_chunks(&content, chunk_size), Some(blake3::hash(&content)));
+        }
+    }
 
     fn by_chunks(content: &[u8], chunk_size: u64) -> Option<blake3::Hash> {
         let values: Vec<ChainingValue> = content
