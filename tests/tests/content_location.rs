@@ -399,6 +399,15 @@ fn names(answer: &pb::LocateContentResponse) -> Vec<&str> {
         .collect()
 }
 
+/// The location of DP `dp` in `answer` (the test fails when it is not offered).
+fn offered<'a>(answer: &'a pb::LocateContentResponse, dp: &str) -> &'a pb::ContentLocation {
+    answer
+        .locations
+        .iter()
+        .find(|location| location.distribution_point_name == dp)
+        .unwrap_or_else(|| panic!("{dp} is not offered: {:?}", names(answer)))
+}
+
 fn reasons(answer: &pb::LocateContentResponse, dp: &str) -> String {
     answer
         .decisions
@@ -441,11 +450,7 @@ async fn every_location_rule_with_its_reasons() {
             .all(|location| location.access_token.starts_with("cdp1.")
                 || location.access_token.starts_with("cdp2."))
     );
-    let cloud = answer
-        .locations
-        .iter()
-        .find(|location| location.distribution_point_name == "cdp-1")
-        .unwrap();
+    let cloud = offered(&answer, "cdp-1");
     assert_eq!(cloud.server_name, "cdp-1.contoso.test");
     assert!(
         cloud.url.starts_with("https://cdp-1.contoso.test:"),
@@ -619,18 +624,8 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
         .locate("laptop-yes", "", "10.1.2.3", false, "fallback")
         .await
         .unwrap();
-    let onprem_a = answer
-        .locations
-        .iter()
-        .find(|location| location.distribution_point_name == "onprem-a")
-        .unwrap()
-        .clone();
-    let cdp_1 = answer
-        .locations
-        .iter()
-        .find(|location| location.distribution_point_name == "cdp-1")
-        .unwrap()
-        .clone();
+    let onprem_a = offered(&answer, "onprem-a").clone();
+    let cdp_1 = offered(&answer, "cdp-1").clone();
     let get = |location: &pb::ContentLocation, token: &str, client: &str, range: &str| {
         let (http, url) = (http.clone(), location.url.clone());
         let (token, client, range) = (token.to_owned(), client.to_owned(), range.to_owned());
@@ -715,11 +710,7 @@ async fn the_endpoint_checks_tokens_and_the_agent_survives_failures() {
                     .locate(&device, "", "10.1.2.3", false, "fallback")
                     .await
                     .unwrap();
-                let location = answer
-                    .locations
-                    .into_iter()
-                    .find(|location| location.distribution_point_name == "onprem-a")
-                    .unwrap();
+                let location = offered(&answer, "onprem-a").clone();
                 (device, location)
             }
         }))
@@ -1150,11 +1141,7 @@ async fn a_content_endpoint_alone_serves_the_same_site() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     for name in ["onprem-a", "cdp-1"] {
-        let location = answer
-            .locations
-            .iter()
-            .find(|location| location.distribution_point_name == name)
-            .unwrap();
+        let location = offered(&answer, name);
         // Same path and token as on the manager's own endpoint, another port.
         let url = location.url.replace(
             &format!(":{}/", site.manager.content_addr().port()),
@@ -1187,11 +1174,7 @@ async fn a_content_endpoint_alone_serves_the_same_site() {
     // A stop on the control plane reaches the separate endpoint within a second.
     ok(&site.manager, &["dp", "stop", "cdp-1"]);
     let stopped = Instant::now();
-    let location = answer
-        .locations
-        .iter()
-        .find(|location| location.distribution_point_name == "cdp-1")
-        .unwrap();
+    let location = offered(&answer, "cdp-1");
     let url = location.url.replace(
         &format!(":{}/", site.manager.content_addr().port()),
         &format!(":{port}/"),
