@@ -832,7 +832,7 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
     download.progress.finish_and_clear();
 
     // The whole content verified against the manifest; only then do the files appear under their names.
-    let expected = Arc::new(manifest.clone());
+    let expected = manifest.clone();
     let whole = blocking(&download, move |download| download.whole_matches(&expected)).await?;
     if !whole {
         // Nothing of it can be trusted: start over next time.
