@@ -324,11 +324,11 @@ impl ServiceProcess {
         }
     }
 
-    /// The ERROR lines of the log not matched by an allowed substring.
+    /// The ERROR lines of the log not matched by an allowed substring, and every panic.
     pub fn unexpected_errors(&self) -> Vec<String> {
         self.log()
             .lines()
-            .filter(|line| line.contains(" ERROR "))
+            .filter(|line| line.contains(" ERROR ") || line.contains("panicked at"))
             .filter(|line| {
                 !self
                     .spec

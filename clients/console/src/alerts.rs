@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio_stream::StreamExt as _;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::output::out;
 use crate::output::{OutputFormat, print_json, properties, table, time_text};
 
 /// Usage commands.
@@ -180,18 +181,15 @@ pub async fn run_usage(
                 ),
                 percent(usage.transferred_bytes_30d, thresholds.transfer_alert_gb),
             ]);
-            println!("{rows}");
-            println!("last pull: {}", time_text(usage.last_pull_time.as_ref()));
+            out!("{rows}");
+            out!("last pull: {}", time_text(usage.last_pull_time.as_ref()));
             let peak = daily.values().copied().max().unwrap_or(0).max(1);
-            println!("transferred per day:");
+            out!("transferred per day:");
             for (day, bytes) in &daily {
                 let width = usize::try_from(bytes * 40 / peak).unwrap_or(0);
-                let date = humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH
-                        + Duration::from_secs(u64::try_from(*day * 86_400).unwrap_or(0)),
-                )
-                .to_string();
-                println!("  {} {:<40} {}", &date[..10], "#".repeat(width), gb(*bytes));
+                let date = clouddp_core::time::rfc3339_seconds(day.saturating_mul(86_400));
+                let date = date.get(..10).unwrap_or(&date);
+                out!("  {} {:<40} {}", date, "#".repeat(width), gb(*bytes));
             }
         }
     }
@@ -227,7 +225,7 @@ pub async fn run_alerts(
     let fail = |status: tonic::Status| -> CliError { endpoints.failure(service, &status) };
     let print_alert = |alert: &pb::Alert| match output {
         OutputFormat::Json => print_json(&alert_json(alert)),
-        OutputFormat::Table => println!("{}", properties(&alert_json(alert), &[])),
+        OutputFormat::Table => out!("{}", properties(&alert_json(alert), &[])),
     };
     match command {
         AlertsCommand::List { all, dp } => {
@@ -261,7 +259,7 @@ pub async fn run_alerts(
                             time_text(alert.update_time.as_ref()),
                         ]);
                     }
-                    println!("{rows}");
+                    out!("{rows}");
                 }
             }
         }
@@ -355,12 +353,12 @@ pub async fn run_alerts(
                     let kind = enum_label(event.r#type().as_str_name(), "ALERT_EVENT_TYPE_");
                     match output {
                         OutputFormat::Json => {
-                            println!(
+                            out!(
                                 "{}",
                                 json!({"sequence": event.sequence, "event": kind, "time": time_text(event.time.as_ref()), "alert": alert_json(&alert)})
                             );
                         }
-                        OutputFormat::Table => println!(
+                        OutputFormat::Table => out!(
                             "{} #{} {} {} {} {}: {}",
                             time_text(event.time.as_ref()),
                             event.sequence,

@@ -9,6 +9,7 @@ use clouddp_proto::v1::certificate_service_client::CertificateServiceClient;
 use serde_json::json;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::output::out;
 use crate::output::{OutputFormat, print_json, table, time_text};
 
 /// Certificate commands.
@@ -291,7 +292,7 @@ fn print_certificates(certificates: &[pb::CertificateInfo], output: OutputFormat
                     info.distribution_point_ids.len().to_string(),
                 ]);
             }
-            println!("{rows}");
+            out!("{rows}");
         }
     }
 }
@@ -366,7 +367,7 @@ pub async fn run(
                 OutputFormat::Json => {
                     print_json(&json!({ "file": path, "bytes": exported.certificate_der.len() }))
                 }
-                OutputFormat::Table => println!(
+                OutputFormat::Table => out!(
                     "wrote {} ({} bytes, DER)",
                     path.display(),
                     exported.certificate_der.len()
@@ -380,7 +381,7 @@ pub async fn run(
 fn print_imported(info: &pb::CertificateInfo, output: OutputFormat) {
     match output {
         OutputFormat::Json => print_json(&cert_json(info)),
-        OutputFormat::Table => println!(
+        OutputFormat::Table => out!(
             "imported {} certificate {} ({}, thumbprint {}, valid until {})",
             kind_label(info.kind),
             info.id,

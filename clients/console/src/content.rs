@@ -12,6 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::output::out;
 use crate::output::{OutputFormat, print_json, properties, table, time_text};
 
 /// Content commands.
@@ -231,7 +232,7 @@ fn print_jobs(jobs: &[pb::DistributionStatus], output: OutputFormat) {
                     job.error.clone(),
                 ]);
             }
-            println!("{rows}");
+            out!("{rows}");
         }
     }
 }
@@ -379,7 +380,7 @@ pub async fn run(
                 .into_inner();
             match output {
                 OutputFormat::Json => print_json(&version_json(&version)),
-                OutputFormat::Table => println!(
+                OutputFormat::Table => out!(
                     "registered {} version {} as {} ({} files, {} bytes)",
                     version.name,
                     version.version,
@@ -421,7 +422,7 @@ pub async fn run(
                             version.id.clone(),
                         ]);
                     }
-                    println!("{rows}");
+                    out!("{rows}");
                 }
             }
         }
@@ -437,7 +438,7 @@ pub async fn run(
             match output {
                 OutputFormat::Json => print_json(&version_json(&version)),
                 OutputFormat::Table => {
-                    println!("{}", properties(&version_json(&version), &["file_list"]));
+                    out!("{}", properties(&version_json(&version), &["file_list"]));
                     if let Some(manifest) = &version.manifest {
                         let mut list = table(&["PATH", "BYTES", "SHA-256"]);
                         for file in &manifest.files {
@@ -447,7 +448,7 @@ pub async fn run(
                                 hex::encode(&file.sha256),
                             ]);
                         }
-                        println!("{list}");
+                        out!("{list}");
                     }
                 }
             }
@@ -513,7 +514,7 @@ pub async fn run(
                 OutputFormat::Json => print_json(
                     &json!({ "removed": id, "distribution_point": dp, "blobs_deleted": answer.blobs_deleted }),
                 ),
-                OutputFormat::Table => println!(
+                OutputFormat::Table => out!(
                     "removed {id} from {dp} ({} object(s) deleted)",
                     answer.blobs_deleted
                 ),
@@ -535,14 +536,14 @@ pub async fn run(
                 })),
                 OutputFormat::Table => {
                     if report.valid {
-                        println!(
+                        out!(
                             "{id} on {dp} is valid: {} chunks checked",
                             report.chunks_checked
                         );
                     } else {
-                        println!("{id} on {dp} is NOT valid:");
+                        out!("{id} on {dp} is NOT valid:");
                         for problem in &report.problems {
-                            println!("  - {problem}");
+                            out!("  - {problem}");
                         }
                     }
                 }
@@ -684,7 +685,7 @@ pub async fn run_group(
                 .into_inner();
             match output {
                 OutputFormat::Json => print_json(&json!({ "deleted": deleted.id })),
-                OutputFormat::Table => println!("deleted group {}", deleted.id),
+                OutputFormat::Table => out!("deleted group {}", deleted.id),
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -715,7 +716,7 @@ pub async fn run_group(
                             group.id.clone(),
                         ]);
                     }
-                    println!("{rows}");
+                    out!("{rows}");
                 }
             }
             return Ok(ExitCode::SUCCESS);
@@ -723,9 +724,12 @@ pub async fn run_group(
     };
     match output {
         OutputFormat::Json => print_json(&group_json(&group)),
-        OutputFormat::Table => println!(
+        OutputFormat::Table => out!(
             "group {} ({}): {} member(s), {} content version(s)",
-            group.name, group.id, group.member_count, group.content_count
+            group.name,
+            group.id,
+            group.member_count,
+            group.content_count
         ),
     }
     Ok(ExitCode::SUCCESS)

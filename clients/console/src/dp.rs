@@ -9,6 +9,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::output::out;
 use crate::output::{OutputFormat, print_json, properties, table, time_text};
 
 /// Distribution point commands.
@@ -289,14 +290,14 @@ pub fn dp_json(dp: &pb::DistributionPoint) -> serde_json::Value {
 fn print_one(dp: &pb::DistributionPoint, output: OutputFormat) {
     match output {
         OutputFormat::Json => print_json(&dp_json(dp)),
-        OutputFormat::Table => println!("{}", properties(&dp_json(dp), &[])),
+        OutputFormat::Table => out!("{}", properties(&dp_json(dp), &[])),
     }
 }
 
 fn report_state(dp: &pb::DistributionPoint, output: OutputFormat) {
     match output {
         OutputFormat::Json => print_one(dp, output),
-        OutputFormat::Table => println!("{} is {}", dp.name, state_label(dp.state)),
+        OutputFormat::Table => out!("{} is {}", dp.name, state_label(dp.state)),
     }
 }
 
@@ -338,7 +339,7 @@ pub async fn run(
                 .map_err(fail)?
                 .into_inner();
             if output == OutputFormat::Table {
-                println!("registered distribution point {} ({})", dp.name, dp.id);
+                out!("registered distribution point {} ({})", dp.name, dp.id);
             } else {
                 print_one(&dp, output);
             }
@@ -407,7 +408,7 @@ pub async fn run(
                 .map_err(fail)?
                 .into_inner();
             if output == OutputFormat::Table {
-                println!(
+                out!(
                     "installed cloud distribution point {} ({}), state {}",
                     dp.name,
                     dp.id,
@@ -507,7 +508,7 @@ pub async fn run(
                 .into_inner();
             match output {
                 OutputFormat::Json => print_one(&dp, output),
-                OutputFormat::Table => println!(
+                OutputFormat::Table => out!(
                     "{} now has {} instance(s)",
                     dp.name,
                     dp.cloud
@@ -531,9 +532,10 @@ pub async fn run(
                 OutputFormat::Json => print_json(
                     &json!({ "deleted": deleted.id, "objects_deleted": deleted.blobs_deleted }),
                 ),
-                OutputFormat::Table => println!(
+                OutputFormat::Table => out!(
                     "deleted {id} ({}), {} object(s) removed from its store",
-                    deleted.id, deleted.blobs_deleted
+                    deleted.id,
+                    deleted.blobs_deleted
                 ),
             }
         }
@@ -578,7 +580,7 @@ pub async fn run(
                     "no cloud distribution point to render".to_owned(),
                 ));
             }
-            println!("{}", documents.join("---\n"));
+            out!("{}", documents.join("---\n"));
         }
         DpCommand::Show { id } => {
             let dp = client
@@ -633,8 +635,8 @@ pub async fn run(
                             dp.id.clone(),
                         ]);
                     }
-                    println!("{rows}");
-                    println!("{} distribution point(s)", all.len());
+                    out!("{rows}");
+                    out!("{} distribution point(s)", all.len());
                 }
             }
         }

@@ -1,5 +1,34 @@
 //! Tables for people and JSON for scripts.
 
+use std::io::Write;
+
+/// Prints a line to standard output through [`write_line`]: like `println!`, but a reader that went away
+/// (`clouddp alerts list | head`) ends the command quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+/// Writes one line to standard output. When the reader closed the pipe the command has nothing left to do: it
+/// exits with 0, as the output it was asked for went as far as it was wanted. Any other write error exits 1.
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            eprintln!("clouddp: cannot write the output: {error}");
+            std::process::exit(i32::from(crate::EXIT_FAILED));
+        }
+    }
+}
+
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 
@@ -45,7 +74,7 @@ pub fn properties(value: &serde_json::Value, skip: &[&str]) -> Table {
 /// Prints `value` as pretty JSON.
 pub fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => out!("{text}"),
         Err(error) => eprintln!("clouddp: cannot print JSON: {error}"),
     }
 }
@@ -55,9 +84,5 @@ pub fn time_text(timestamp: Option<&prost_types::Timestamp>) -> String {
     let Some(timestamp) = timestamp else {
         return String::new();
     };
-    let Ok(seconds) = u64::try_from(timestamp.seconds) else {
-        return String::new();
-    };
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-    humantime::format_rfc3339_seconds(time).to_string()
+    clouddp_core::time::rfc3339_seconds(timestamp.seconds)
 }

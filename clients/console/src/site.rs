@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio_stream::StreamExt as _;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::output::out;
 use crate::output::{OutputFormat, print_json, time_text};
 
 /// Size of the chunks a backup file is sent in.
@@ -60,9 +61,11 @@ pub async fn run(
             });
             match output {
                 OutputFormat::Json => print_json(&value),
-                OutputFormat::Table => println!(
+                OutputFormat::Table => out!(
                     "site {} (distribution manager {}), site key fingerprint {}",
-                    site.site_code, site.version, site.site_key_fingerprint
+                    site.site_code,
+                    site.version,
+                    site.site_key_fingerprint
                 ),
             }
         }
@@ -93,7 +96,7 @@ pub async fn run(
             std::fs::rename(&partial, &file).map_err(local)?;
             match output {
                 OutputFormat::Json => print_json(&json!({ "file": file, "bytes": bytes })),
-                OutputFormat::Table => println!(
+                OutputFormat::Table => out!(
                     "wrote the site backup {} ({bytes} bytes); it holds no private key and no site key",
                     file.display()
                 ),
@@ -124,7 +127,7 @@ pub async fn run(
             match output {
                 OutputFormat::Json => print_json(&value),
                 OutputFormat::Table => {
-                    println!(
+                    out!(
                         "restored {} distribution points, {} groups, {} content versions, {} distributions",
                         summary.distribution_points,
                         summary.groups,
@@ -132,7 +135,7 @@ pub async fn run(
                         summary.distributions
                     );
                     if summary.certificates_required > 0 {
-                        println!(
+                        out!(
                             "{} cloud distribution points wait for their certificates: import them with \
                              `clouddp cert import-management FILE --dp DP` and `clouddp cert import-service FILE --dp DP`",
                             summary.certificates_required

@@ -10,6 +10,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::output::out;
 use crate::output::{OutputFormat, print_json, table};
 
 struct ServiceStatus {
@@ -100,7 +101,7 @@ pub async fn run(endpoints: &Endpoints, output: OutputFormat) -> CliResult<ExitC
                     status.detail.as_str(),
                 ]);
             }
-            println!("{rows}");
+            out!("{rows}");
         }
     }
     if statuses.iter().all(|status| status.healthy) {

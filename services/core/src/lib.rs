@@ -7,6 +7,7 @@ pub mod dp;
 pub mod location;
 pub mod page;
 pub mod seal;
+pub mod time;
 pub mod token;
 pub mod usage;
 pub mod validate;

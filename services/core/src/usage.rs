@@ -13,6 +13,9 @@ pub const GB: u64 = 1_000_000_000;
 pub const WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 /// An hour.
 pub const HOUR_MS: i64 = 3600 * 1000;
+/// The furthest an alert can be postponed: a year from now. Further than that is a typo, not a plan, and the
+/// alert would never come back in the life of the DP.
+pub const MAX_POSTPONE_MS: i64 = 365 * 24 * HOUR_MS;
 
 /// One usage record: a line of a usage log object that a content endpoint appends to a DP's store and the
 /// monitoring service reads back.
@@ -37,10 +40,11 @@ pub struct UsageRecord {
 /// The folder of the usage log objects written in the hour containing `ms`: `usage/YYYY/MM/DD/HH/`. Writers put
 /// their objects in it; readers list the folders of the hours they still look at.
 pub fn hour_folder(ms: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    // `2026-11-25T20:08:08Z` → `usage/2026/11/25/20/`.
-    let text = humantime::format_rfc3339_seconds(time).to_string();
+    // `2026-11-25T20:08:08Z` → `usage/2026/11/25/20/`; a time RFC 3339 cannot write is clamped into its range.
+    let seconds = ms
+        .div_euclid(1000)
+        .clamp(0, crate::time::LAST_RFC3339_SECOND);
+    let text = crate::time::rfc3339_seconds(seconds);
     format!(
         "usage/{}/{}/{}/{}/",
         &text[0..4],
@@ -163,14 +167,14 @@ pub fn window_total(samples: &[(i64, u64)], now_ms: i64) -> u64 {
 }
 
 /// When `measured` reaches `target` at `rate_per_day` bytes per day, from `now_ms`; `None` when it never will
-/// at that rate or is there already.
+/// at that rate, not within [`crate::time::HUNDRED_YEARS_MS`], or is there already.
 pub fn forecast(measured: u64, target: u64, rate_per_day: f64, now_ms: i64) -> Option<i64> {
     if measured >= target || rate_per_day <= 0.0 || !rate_per_day.is_finite() {
         return None;
     }
     let days = (target - measured) as f64 / rate_per_day;
     let ms = days * 86_400_000.0;
-    (ms < 1e15).then(|| now_ms + ms as i64)
+    (ms <= crate::time::HUNDRED_YEARS_MS as f64).then(|| now_ms.saturating_add(ms as i64))
 }
 
 /// The average bytes per day over the 7 days ending at `now_ms`.
@@ -253,6 +257,9 @@ mod tests {
         assert_eq!(forecast(500, 900, 100.0, 0), Some(4 * day));
         assert_eq!(forecast(900, 900, 100.0, 0), None);
         assert_eq!(forecast(500, 900, 0.0, 0), None);
+        // The default thresholds after one small download: 8 MB a week against 10 TB is millennia away.
+        assert_eq!(forecast(8_000_000, 10_000 * GB, 8_000_000.0 / 7.0, 0), None);
+        assert_eq!(forecast(0, u64::MAX, f64::MIN_POSITIVE, i64::MAX), None);
         assert!((seven_day_rate(&samples, 29 * day) - 300.0 / 7.0).abs() < 1e-9);
     }
 

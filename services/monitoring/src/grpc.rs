@@ -207,8 +207,15 @@ impl MonitoringService for MonitoringGrpc {
             .ok_or_else(|| {
                 Status::invalid_argument("until: give the time the alert is postponed to")
             })?;
-        if until <= self.puller.now() {
+        let now = self.puller.now();
+        if until <= now {
             return Err(Status::invalid_argument("until: give a time in the future"));
+        }
+        if until > now.saturating_add(clouddp_core::usage::MAX_POSTPONE_MS) {
+            return Err(Status::invalid_argument(format!(
+                "until: {} is more than 365 days ahead; postpone for a year at most",
+                clouddp_core::time::rfc3339_ms(until)
+            )));
         }
         self.open_alert(&request.id).await?;
         let event = self

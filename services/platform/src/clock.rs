@@ -10,8 +10,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// RFC 3339 text (UTC, seconds) of `ms` since the Unix epoch; times before 1970 print as the epoch.
+/// RFC 3339 text (UTC, seconds) of `ms` since the Unix epoch, for any value (see [`clouddp_core::time`]).
 pub fn rfc3339(ms: i64) -> String {
-    let since = std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + since).to_string()
+    clouddp_core::time::rfc3339_ms(ms)
 }

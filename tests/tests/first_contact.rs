@@ -1,0 +1,340 @@
+//! What a new admin meets first, with the defaults: a cloud DP on Azurite at the default thresholds, one
+//! ordinary download, then the monitoring clock moved an hour, a day and 31 days on. Monitoring keeps pulling
+//! and alerting, nothing panics, and no ERROR is logged; a postponement far in the future is refused, and the
+//! console piped into a reader that stops early ends quietly.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clouddp_e2e::azurite::{ACCOUNT, Azurite};
+use clouddp_e2e::certs::{Validity, self_signed};
+use clouddp_e2e::console::{self, TEST_SUBSCRIPTION};
+use clouddp_e2e::content::write_random_file;
+use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
+use clouddp_proto::v1 as pb;
+use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
+
+fn ok(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> serde_json::Value {
+    console::json(&manager.url(), &monitoring.url(), args).unwrap()
+}
+
+/// Waits (30 s at most) until monitoring has pulled `dp` at a time of its clock at or after `since_ms`.
+async fn pulled_since(
+    manager: &ServiceProcess,
+    monitoring: &ServiceProcess,
+    dp: &str,
+    since_ms: i64,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let usage = ok(manager, monitoring, &["usage", "show", dp]);
+        let last = usage["last_pull_time"].as_str().unwrap_or_default();
+        if let Ok(time) = humantime::parse_rfc3339(last) {
+            let ms = time
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            if ms >= since_ms {
+                return usage;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "monitoring stopped pulling {dp}: {usage}\n{}",
+            monitoring.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Now, in ms since the epoch, `offset` ahead.
+fn now_plus(offset: Duration) -> i64 {
+    (std::time::SystemTime::now() + offset)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_walkthrough_keeps_monitoring_pulling_and_alerting() {
+    let azurite = Azurite::start().await.unwrap();
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager).env(
+        "CLOUDDP_DM__CONTENT_ENDPOINT__USAGE_FLUSH_INTERVAL",
+        "300ms",
+    ))
+    .await
+    .unwrap();
+    let mut monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring)
+            .args(["--distribution-manager", &manager.url()])
+            .env("CLOUDDP_MON__PULL__INTERVAL", "1s"),
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let files = work.path();
+    let management = self_signed("clouddp management", Validity::Current).unwrap();
+    let management_pfx = management
+        .write_pfx(files, "management", "pw", true)
+        .unwrap();
+    let service = self_signed("walk-cdp.contoso.test", Validity::Current).unwrap();
+    let (service_crt, service_key) = service.write_pem(files, "service").unwrap();
+    let endpoint = azurite.blob_endpoint();
+    // The defaults: no threshold is set.
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            "walk-cdp",
+            "--subscription",
+            TEST_SUBSCRIPTION,
+            "--region",
+            "westeurope",
+            "--account",
+            ACCOUNT,
+            "--blob-endpoint",
+            &endpoint,
+            "--emulator",
+            "--management-cert",
+            management_pfx.to_str().unwrap(),
+            "--management-password",
+            "pw",
+            "--service-cert",
+            service_crt.to_str().unwrap(),
+            "--service-key",
+            service_key.to_str().unwrap(),
+        ],
+    );
+    let source = files.join("source");
+    // 8 MB: at the default thresholds its 7-day rate puts the next level some 12,000 years away.
+    write_random_file(&source.join("app.bin"), 8_000_000, 7).unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "add",
+            "--name",
+            "walk-app",
+            "--type",
+            "application",
+            "--source",
+            source.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "distribute",
+            "walk-app",
+            "--dp",
+            "walk-cdp",
+            "--wait",
+        ],
+    );
+    let mut policy = ClientPolicyServiceClient::new(manager.channel());
+    policy
+        .create_client_settings(pb::CreateClientSettingsRequest {
+            settings: Some(pb::ClientSettings {
+                name: "Cloud".to_owned(),
+                priority: 1,
+                allow_cloud_distribution_points_for_devices: true,
+                device_ids: vec!["pc-1".to_owned()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let deployment = policy
+        .create_deployment(pb::CreateDeploymentRequest {
+            deployment: Some(pb::Deployment {
+                content_id: "walk-app".to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // One ordinary download.
+    let to = files.join("got");
+    let output = Command::new(clouddp_e2e::bin("clouddp-agent"))
+        .args(["get", &deployment.id, "--to", to.to_str().unwrap()])
+        .args(["--device", "pc-1", "-o", "json"])
+        .args(["--ca-cert", service_crt.to_str().unwrap()])
+        .args([
+            "--resolve",
+            &format!(
+                "walk-cdp.contoso.test:{}:127.0.0.1",
+                manager.content_addr().port()
+            ),
+        ])
+        .env("CLOUDDP_AGENT__ENDPOINT", manager.url())
+        .env("CLOUDDP_AGENT__CACHE_DIR", files.join("agent-cache"))
+        .env_remove("CLOUDDP_AGENT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "agent: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The download is pulled and evaluated at the default thresholds (the forecast is millennia away).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let usage = ok(&manager, &monitoring, &["usage", "show", "walk-cdp"]);
+        if usage["transferred_bytes_30d"].as_u64().unwrap_or(0) >= 8_000_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the download was never pulled: {usage}\n{}",
+            monitoring.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pulled_since(&manager, &monitoring, "walk-cdp", now_plus(Duration::ZERO)).await;
+
+    // The monitoring clock an hour, a day and 31 days on: it goes on pulling every time.
+    for (offset, text) in [
+        (Duration::from_secs(3600), "1h"),
+        (Duration::from_secs(86_400), "1day"),
+        (Duration::from_secs(31 * 86_400), "31days"),
+    ] {
+        monitoring.set_env("CLOUDDP_MON__PULL__CLOCK_OFFSET", text);
+        monitoring.restart().await.unwrap();
+        let usage = pulled_since(&manager, &monitoring, "walk-cdp", now_plus(offset)).await;
+        assert!(monitoring.health().await.unwrap(), "health after {text}");
+        if text == "31days" {
+            assert_eq!(
+                usage["transferred_bytes_30d"], 0,
+                "the window slid: {usage}"
+            );
+        }
+    }
+
+    // And it still alerts: with a second content stored, a storage threshold of 1 GB warning at 1 % (10 MB) is
+    // crossed.
+    let second = files.join("second");
+    write_random_file(&second.join("app.bin"), 8_000_000, 8).unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "add",
+            "--name",
+            "walk-second",
+            "--type",
+            "application",
+            "--source",
+            second.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "distribute",
+            "walk-second",
+            "--dp",
+            "walk-cdp",
+            "--wait",
+        ],
+    );
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "set",
+            "walk-cdp",
+            "--storage-threshold-gb",
+            "1",
+            "--storage-warning-percent",
+            "1",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        let alerts = ok(&manager, &monitoring, &["alerts", "list"]);
+        if let Some(alert) = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|alert| alert["kind"] == "storage_threshold")
+        {
+            break alert.clone();
+        }
+        assert!(Instant::now() < deadline, "no storage alert: {alerts}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let id = alert["id"].as_str().unwrap().to_owned();
+
+    // A postponement to year 292,278,994 is refused, and the alert stays as it was.
+    let absurd = console::run(
+        &manager.url(),
+        &monitoring.url(),
+        &[
+            "alerts",
+            "postpone",
+            &id,
+            "--until",
+            "292278994-08-17T07:12:55Z",
+        ],
+    )
+    .unwrap();
+    assert_ne!(absurd.code, 0, "{absurd:?}");
+    assert!(!absurd.stderr.contains("panicked"), "{absurd:?}");
+    let far = console::run(
+        &manager.url(),
+        &monitoring.url(),
+        &["alerts", "postpone", &id, "--until", "400days"],
+    )
+    .unwrap();
+    assert_eq!(far.code, 1, "{far:?}");
+    assert!(far.stderr.contains("365 days"), "{far:?}");
+    ok(
+        &manager,
+        &monitoring,
+        &["alerts", "postpone", &id, "--until", "300days"],
+    );
+    let shown = console::run(&manager.url(), &monitoring.url(), &["alerts", "show", &id]).unwrap();
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert!(shown.stdout.contains("postponed"), "{shown:?}");
+
+    // The console writing into a pipe whose reader is gone (`| head` that stopped) ends quietly with 0.
+    let mut piped = Command::new(clouddp_e2e::bin("clouddp"))
+        .args(["--endpoint", &manager.url()])
+        .args(["--monitoring-endpoint", &monitoring.url()])
+        .args(["alerts", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let status = piped.wait().unwrap();
+    let mut stderr = String::new();
+    piped
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+
+    assert!(
+        monitoring.unexpected_errors().is_empty(),
+        "{:?}",
+        monitoring.unexpected_errors()
+    );
+}
