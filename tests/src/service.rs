@@ -43,6 +43,8 @@ pub struct ServiceSpec {
     pub allowed_errors: Vec<String>,
     /// True when the service serves TLS (health is then awaited by its log line and a TCP connect).
     pub tls: bool,
+    /// True when listening is enough to count as started (health may still say NOT_SERVING).
+    pub listening_is_ready: bool,
 }
 
 impl ServiceSpec {
@@ -54,6 +56,7 @@ impl ServiceSpec {
             env: Vec::new(),
             allowed_errors: Vec::new(),
             tls: false,
+            listening_is_ready: false,
         }
     }
 
@@ -70,6 +73,12 @@ impl ServiceSpec {
     /// Adds an environment variable.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Expects ERROR lines (and panics) containing `text`: they do not fail the test.
+    pub fn allow_error(mut self, text: &str) -> Self {
+        self.allowed_errors.push(text.to_owned());
         self
     }
 
@@ -96,6 +105,12 @@ pub struct ServiceProcess {
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ServiceProcess {
+    /// Starts the service like [`Self::start`] but waits only until it listens: its health may say NOT_SERVING.
+    pub async fn start_unready(mut spec: ServiceSpec) -> anyhow::Result<Self> {
+        spec.listening_is_ready = true;
+        Self::start(spec).await
+    }
+
     /// Starts the service on a free loopback port with a fresh data directory and waits until it serves.
     pub async fn start(spec: ServiceSpec) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
@@ -185,7 +200,7 @@ impl ServiceProcess {
                     self.spec.kind.binary()
                 );
             }
-            let ready = if self.spec.tls {
+            let ready = if self.spec.tls || self.spec.listening_is_ready {
                 self.log().matches("gRPC server listening").count() > listening_lines_before
                     && tokio::net::TcpStream::connect(self.addr).await.is_ok()
             } else {

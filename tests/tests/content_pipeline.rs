@@ -565,9 +565,14 @@ async fn the_five_rules_refuse_cloud_dps_before_any_byte_moves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_is_retried_with_backoff_until_the_store_is_back() {
     let mut azurite = Azurite::start().await.unwrap();
-    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
-        .await
-        .unwrap();
+    // Retries 100 ms apart at most: the old limit of 5 attempts is passed within a second or two.
+    let manager = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::DistributionManager)
+            .env("CLOUDDP_DM__DISTRIBUTION__RETRY_BASE", "50ms")
+            .env("CLOUDDP_DM__DISTRIBUTION__RETRY_MAX", "100ms"),
+    )
+    .await
+    .unwrap();
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("app");
     write_random_file(&source.join("setup.exe"), 3 * MIB, 0).unwrap();
@@ -597,15 +602,22 @@ async fn a_store_outage_is_retried_with_backoff_until_the_store_is_back() {
         &["content", "distribute", &content_id, "--dp", "outage-cdp"],
     );
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next_retry_shown = false;
     let retried = loop {
         let status = ok(&manager, &["content", "status", &content_id, "-o", "json"])
             .json()
             .unwrap();
-        if status[0]["attempts"].as_u64().unwrap_or(0) >= 2 {
+        assert_ne!(
+            status[0]["state"], "failed",
+            "an outage never fails the job: {status}"
+        );
+        next_retry_shown |= status[0]["state"] == "waiting"
+            && !status[0]["next_attempt_time"].as_str().unwrap().is_empty();
+        if status[0]["attempts"].as_u64().unwrap_or(0) >= 8 && next_retry_shown {
             break status;
         }
         assert!(Instant::now() < deadline, "no retry seen: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_ne!(
         retried[0]["state"], "failed",
@@ -640,4 +652,78 @@ async fn a_store_outage_is_retried_with_backoff_until_the_store_is_back() {
     .json()
     .unwrap();
     assert_eq!(report["valid"], true, "{report}");
+
+    // An admin cancels a job that cannot get through: it stops retrying and says why; redistribute restarts it.
+    azurite.stop();
+    ok(
+        &manager,
+        &["content", "redistribute", &content_id, "--dp", "outage-cdp"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ok(&manager, &["content", "status", &content_id, "-o", "json"])
+        .json()
+        .unwrap()[0]["attempts"]
+        .as_u64()
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no retry seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled = ok(
+        &manager,
+        &[
+            "content",
+            "cancel",
+            &content_id,
+            "--dp",
+            "outage-cdp",
+            "-o",
+            "json",
+        ],
+    )
+    .json()
+    .unwrap();
+    assert_eq!(cancelled[0]["state"], "failed", "{cancelled}");
+    assert_eq!(
+        cancelled[0]["error"], "cancelled by an administrator",
+        "{cancelled}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = ok(&manager, &["content", "status", &content_id, "-o", "json"])
+        .json()
+        .unwrap();
+    assert_eq!(
+        after[0]["state"], "failed",
+        "no retry after a cancel: {after}"
+    );
+    assert_eq!(after[0]["attempts"], cancelled[0]["attempts"], "{after}");
+    let again = ok(&manager, &["content", "cancel", &content_id, "-o", "json"])
+        .json()
+        .unwrap();
+    assert_eq!(
+        again[0]["state"], "failed",
+        "cancelling a failed job changes nothing: {again}"
+    );
+    azurite.restart().await.unwrap();
+    ok(
+        &manager,
+        &["content", "redistribute", &content_id, "--dp", "outage-cdp"],
+    );
+    wait_for_success(
+        &manager,
+        &content_id,
+        None,
+        Duration::from_secs(60),
+        "a cancelled job redistributed",
+    )
+    .await;
+    let unknown = run(&manager, &["content", "cancel", "no-such-content"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("NOT_FOUND")
+            || unknown.stderr.contains("not found")
+            || unknown.stderr.contains("no content"),
+        "{unknown:?}"
+    );
 }

@@ -90,6 +90,16 @@ pub enum ContentCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Cancel the jobs of a content version that have not finished (on every DP with a job for it when none is
+    /// named): transfers stop, staged parts are discarded, the jobs become failed ("cancelled by an
+    /// administrator"); `redistribute` starts them again.
+    Cancel {
+        /// The content.
+        id: String,
+        /// A DP id or name; repeat for several.
+        #[arg(long = "dp", value_name = "DP")]
+        dps: Vec<String>,
+    },
     /// Remove a content version from a DP, deleting it from the DP's store.
     Remove {
         /// The content.
@@ -209,6 +219,7 @@ fn job_json(job: &pb::DistributionStatus) -> serde_json::Value {
         "attempts": job.attempts,
         "error": job.error,
         "update_time": time_text(job.update_time.as_ref()),
+        "next_attempt_time": time_text(job.next_attempt_time.as_ref()),
     })
 }
 
@@ -218,7 +229,15 @@ fn print_jobs(jobs: &[pb::DistributionStatus], output: OutputFormat) {
             jobs.iter().map(job_json).collect(),
         )),
         OutputFormat::Table => {
-            let mut rows = table(&["CONTENT", "DP", "STATE", "PROGRESS", "ATTEMPTS", "ERROR"]);
+            let mut rows = table(&[
+                "CONTENT",
+                "DP",
+                "STATE",
+                "PROGRESS",
+                "ATTEMPTS",
+                "NEXT RETRY",
+                "ERROR",
+            ]);
             for job in jobs {
                 let percent = (job.bytes_done * 100)
                     .checked_div(job.bytes_total)
@@ -229,6 +248,7 @@ fn print_jobs(jobs: &[pb::DistributionStatus], output: OutputFormat) {
                     state_label(job.state),
                     format!("{percent} % of {} bytes", job.bytes_total),
                     job.attempts.to_string(),
+                    time_text(job.next_attempt_time.as_ref()),
                     job.error.clone(),
                 ]);
             }
@@ -496,6 +516,18 @@ pub async fn run(
             } else {
                 print_jobs(&jobs, output);
             }
+        }
+        ContentCommand::Cancel { id, dps } => {
+            let jobs = client
+                .cancel_distribution(pb::CancelDistributionRequest {
+                    content_id: id,
+                    distribution_point_ids: dps,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner()
+                .jobs;
+            print_jobs(&jobs, output);
         }
         ContentCommand::Remove { id, dp, yes } => {
             confirm(

@@ -125,11 +125,12 @@ pub struct DistributionSettings {
     pub part_concurrency: usize,
     /// Distribution jobs run at once, 1 to 64.
     pub job_concurrency: usize,
-    /// Attempts before a job fails for good (transient errors only), 1 to 100.
-    pub max_attempts: u32,
-    /// First retry delay, doubled per attempt, for example `1s`.
+    /// First retry delay after a transient error, doubled per attempt, for example `1s`.
     #[serde(with = "clouddp_platform::config::duration_text")]
     pub retry_base: std::time::Duration,
+    /// The longest delay between retries (`5m`): a job is retried until it succeeds or an admin cancels it.
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub retry_max: std::time::Duration,
 }
 
 impl Default for DistributionSettings {
@@ -139,8 +140,8 @@ impl Default for DistributionSettings {
             part_chunks: defaults.part_chunks,
             part_concurrency: defaults.part_concurrency,
             job_concurrency: defaults.job_concurrency,
-            max_attempts: defaults.max_attempts,
             retry_base: defaults.retry_base,
+            retry_max: defaults.retry_max,
         }
     }
 }
@@ -152,8 +153,8 @@ impl DistributionSettings {
             part_chunks: self.part_chunks,
             part_concurrency: self.part_concurrency,
             job_concurrency: self.job_concurrency,
-            max_attempts: self.max_attempts,
             retry_base: self.retry_base,
+            retry_max: self.retry_max,
         }
     }
 }
@@ -224,10 +225,12 @@ impl DmConfig {
         let in_range = (1..=64).contains(&distribution.part_chunks)
             && (1..=64).contains(&distribution.part_concurrency)
             && (1..=64).contains(&distribution.job_concurrency)
-            && (1..=100).contains(&distribution.max_attempts);
+            && !distribution.retry_base.is_zero()
+            && distribution.retry_base <= distribution.retry_max
+            && distribution.retry_max <= std::time::Duration::from_secs(24 * 3600);
         if !in_range {
             return Err(clouddp_platform::ConfigError::Invalid(
-                "[distribution] part_chunks, part_concurrency and job_concurrency must be 1 to 64, max_attempts 1 to 100"
+                "[distribution] part_chunks, part_concurrency and job_concurrency must be 1 to 64; retry_base more than 0s and at most retry_max; retry_max at most 24h"
                     .to_owned(),
             ));
         }

@@ -3,7 +3,7 @@
 //! from the parts already in the store; only the final commit makes the object visible, so nothing half-written
 //! is ever served. Retries back off exponentially on retryable store errors only.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use clouddp_core::content::{check_placement, sha256};
 use clouddp_core::seal::{ChunkCipher, ContentBinding, HEADER_LEN, SealedLayout, TAG_LEN};
 use clouddp_platform::clock::now_ms;
 use clouddp_platform::store::StoreError;
+use clouddp_platform::supervise::Heartbeat;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -31,10 +32,19 @@ pub struct DistributorSettings {
     pub part_concurrency: usize,
     /// Jobs run at once.
     pub job_concurrency: usize,
-    /// Attempts before a job fails for good.
-    pub max_attempts: u32,
     /// First retry delay; doubles per attempt.
     pub retry_base: Duration,
+    /// The longest delay between retries: a job whose store keeps failing is retried at this pace until it
+    /// succeeds or an admin cancels it.
+    pub retry_max: Duration,
+}
+
+impl DistributorSettings {
+    /// The delay before attempt `attempts + 1`: `retry_base`, doubled per attempt, at most `retry_max`.
+    pub fn retry_delay(&self, attempts: u32) -> Duration {
+        let factor = 2_u32.saturating_pow(attempts.saturating_sub(1).min(30));
+        self.retry_base.saturating_mul(factor).min(self.retry_max)
+    }
 }
 
 impl Default for DistributorSettings {
@@ -43,11 +53,14 @@ impl Default for DistributorSettings {
             part_chunks: 8,
             part_concurrency: 4,
             job_concurrency: 2,
-            max_attempts: 5,
             retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
         }
     }
 }
+
+/// The error a cancelled job shows.
+pub const CANCELLED: &str = "cancelled by an administrator";
 
 /// The state of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +124,8 @@ pub struct JobStatus {
     pub error: String,
     /// Last change.
     pub update_time_ms: i64,
+    /// When a waiting job is tried again, ms (0: as soon as a worker is free).
+    pub next_attempt_ms: i64,
 }
 
 /// The outcome of a validation.
@@ -195,8 +210,11 @@ pub struct Distributor {
     settings: DistributorSettings,
     events: broadcast::Sender<JobStatus>,
     wake: Notify,
-    running: Mutex<HashSet<(String, String)>>,
+    /// The jobs a worker of this process runs, each with the token that stops it (shutdown or a cancel).
+    running: Mutex<HashMap<(String, String), CancellationToken>>,
     buffers: BufferPool,
+    /// This run of the process: what it writes into the jobs it claims.
+    run_id: String,
 }
 
 fn job_key(content_version_id: &str, dp_id: &str) -> (String, String) {
@@ -231,8 +249,9 @@ impl Distributor {
             settings,
             events,
             wake: Notify::new(),
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
             buffers: BufferPool::new(settings.part_concurrency + settings.job_concurrency),
+            run_id: uuid::Uuid::new_v4().to_string(),
         }
     }
 
@@ -353,18 +372,7 @@ impl Distributor {
         dp_refs: &[String],
     ) -> DmResult<Vec<JobStatus>> {
         let content = content::get(self.pool(), content_ref).await?;
-        let dp_ids: Vec<String> = if dp_refs.is_empty() {
-            sqlx::query_scalar("SELECT dp_id FROM distributions WHERE content_version_id = ?1")
-                .bind(&content.id)
-                .fetch_all(self.pool())
-                .await?
-        } else {
-            let mut ids = Vec::new();
-            for reference in dp_refs {
-                ids.push(self.manager.get(reference.trim()).await?.id);
-            }
-            ids
-        };
+        let dp_ids = self.job_dp_ids(&content.id, dp_refs).await?;
         let mut jobs = Vec::new();
         for dp_id in dp_ids {
             if self.is_transferring(&content.id, &dp_id).await? {
@@ -580,7 +588,8 @@ impl Distributor {
     ) -> DmResult<JobStatus> {
         sqlx::query(
             "UPDATE distributions SET state = ?3, bytes_done = ?4, attempts = ?5, error = ?6, next_attempt_ms = ?7, \
-             update_time_ms = ?8 WHERE content_version_id = ?1 AND dp_id = ?2",
+             update_time_ms = ?8, claimed_by = CASE WHEN ?3 = 'in_progress' THEN claimed_by ELSE '' END \
+             WHERE content_version_id = ?1 AND dp_id = ?2",
         )
         .bind(content_version_id)
         .bind(dp_id)
@@ -610,60 +619,173 @@ impl Distributor {
     fn is_running(&self, content_version_id: &str, dp_id: &str) -> bool {
         self.running
             .lock()
-            .map(|running| running.contains(&job_key(content_version_id, dp_id)))
+            .map(|running| running.contains_key(&job_key(content_version_id, dp_id)))
             .unwrap_or(false)
     }
 
-    /// Runs queued and interrupted jobs until `shutdown` is cancelled.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Runs queued and interrupted jobs until `shutdown` is cancelled; each round of the queue that goes through
+    /// is a heartbeat. A queue that cannot be read ends the loop with the error, for the supervisor.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        heartbeat: Heartbeat,
+    ) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
+        let outcome = self.dispatch(&mut tasks, &shutdown, &heartbeat).await;
+        // Jobs stop between parts; what they staged is kept for the next start (or the restarted loop).
+        for stop in self
+            .running
+            .lock()
+            .map(|running| running.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            stop.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+        outcome
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        shutdown: &CancellationToken,
+        heartbeat: &Heartbeat,
+    ) -> anyhow::Result<()> {
         loop {
+            fail::fail_point!("distribution", |_| Err(anyhow::anyhow!(
+                "injected failure of the distribution workers"
+            )));
             let free = self.settings.job_concurrency.saturating_sub(tasks.len());
             if free > 0 {
-                match self.next_jobs(free).await {
-                    Ok(jobs) => {
-                        for (content_version_id, dp_id) in jobs {
-                            if let Ok(mut running) = self.running.lock() {
-                                running.insert(job_key(&content_version_id, &dp_id));
-                            }
-                            let distributor = self.clone();
-                            let stop = shutdown.clone();
-                            tasks.spawn(async move {
-                                distributor
-                                    .run_job(&content_version_id, &dp_id, &stop)
-                                    .await;
-                                if let Ok(mut running) = distributor.running.lock() {
-                                    running.remove(&job_key(&content_version_id, &dp_id));
-                                }
-                            });
-                        }
+                let jobs = self.next_jobs(free).await.map_err(|error| {
+                    anyhow::anyhow!("cannot read the distribution queue: {error}")
+                })?;
+                for (content_version_id, dp_id) in jobs {
+                    let stop = shutdown.child_token();
+                    if let Ok(mut running) = self.running.lock() {
+                        running.insert(job_key(&content_version_id, &dp_id), stop.clone());
                     }
-                    Err(error) => tracing::warn!(%error, "cannot read the distribution queue"),
+                    let distributor = self.clone();
+                    tasks.spawn(async move {
+                        distributor
+                            .run_job(&content_version_id, &dp_id, &stop)
+                            .await;
+                        if let Ok(mut running) = distributor.running.lock() {
+                            running.remove(&job_key(&content_version_id, &dp_id));
+                        }
+                    });
                 }
             }
+            heartbeat.ok();
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => return Ok(()),
                 () = self.wake.notified() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        // Jobs stop between parts; what they staged is kept for the next start.
-        while tasks.join_next().await.is_some() {}
     }
 
+    /// Cancels the jobs of `content_ref` on `dp_refs` (every DP with a job for it when empty) that have not
+    /// succeeded or failed: a running transfer stops between parts, its staged parts are discarded, and the
+    /// job becomes FAILED, "cancelled by an administrator". Returns every matching job after the change.
+    pub async fn cancel(&self, content_ref: &str, dp_refs: &[String]) -> DmResult<Vec<JobStatus>> {
+        let content = content::get(self.pool(), content_ref).await?;
+        let dp_ids = self.job_dp_ids(&content.id, dp_refs).await?;
+        let mut jobs = Vec::with_capacity(dp_ids.len());
+        for dp_id in dp_ids {
+            let job = self.job(&content.id, &dp_id).await?;
+            if !matches!(job.state, JobState::Waiting | JobState::InProgress) {
+                jobs.push(job);
+                continue;
+            }
+            self.stop_worker(&content.id, &dp_id).await;
+            if let Err(cleanup) = self.discard_staged(&content.id, &dp_id).await {
+                tracing::warn!(content = %content.id, dp = %dp_id, %cleanup, "cannot discard the staged parts of a cancelled job");
+            }
+            let cancelled = self
+                .set_job(
+                    &content.id,
+                    &dp_id,
+                    JobState::Failed,
+                    0,
+                    job.attempts,
+                    CANCELLED,
+                    0,
+                )
+                .await?;
+            tracing::info!(content = %content.id, dp.name = %cancelled.dp_name, "distribution cancelled");
+            jobs.push(cancelled);
+        }
+        Ok(jobs)
+    }
+
+    /// Stops this process's worker of a job, if one runs it, and waits (5 s at most) until it has let go.
+    async fn stop_worker(&self, content_version_id: &str, dp_id: &str) {
+        let stop = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|running| running.get(&job_key(content_version_id, dp_id)).cloned());
+        let Some(stop) = stop else { return };
+        stop.cancel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.is_running(content_version_id, dp_id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The DPs named by `dp_refs`, or every DP with a job for the content when empty.
+    async fn job_dp_ids(
+        &self,
+        content_version_id: &str,
+        dp_refs: &[String],
+    ) -> DmResult<Vec<String>> {
+        if dp_refs.is_empty() {
+            return Ok(sqlx::query_scalar(
+                "SELECT dp_id FROM distributions WHERE content_version_id = ?1",
+            )
+            .bind(content_version_id)
+            .fetch_all(self.pool())
+            .await?);
+        }
+        let mut ids = Vec::with_capacity(dp_refs.len());
+        for reference in dp_refs {
+            ids.push(self.manager.get(reference.trim()).await?.id);
+        }
+        Ok(ids)
+    }
+
+    /// Claims up to `limit` jobs that are due: each one by a compare-and-set of its claim in the database, so a
+    /// job that finished between the read and the claim is not run again.
     async fn next_jobs(&self, limit: usize) -> DmResult<Vec<(String, String)>> {
+        let now = now_ms();
         let rows = sqlx::query(
             "SELECT content_version_id, dp_id FROM distributions WHERE state IN ('waiting', 'in_progress') \
-             AND next_attempt_ms <= ?1 ORDER BY update_time_ms",
+             AND next_attempt_ms <= ?1 AND claimed_by <> ?2 ORDER BY update_time_ms",
         )
-        .bind(now_ms())
+        .bind(now)
+        .bind(&self.run_id)
         .fetch_all(self.pool())
         .await?;
         let mut picked = Vec::new();
         for row in rows {
+            if picked.len() >= limit {
+                break;
+            }
             let key: (String, String) = (row.try_get("content_version_id")?, row.try_get("dp_id")?);
-            if !self.is_running(&key.0, &key.1) && picked.len() < limit {
+            let claimed = sqlx::query(
+                "UPDATE distributions SET claimed_by = ?3 WHERE content_version_id = ?1 AND dp_id = ?2 \
+                 AND state IN ('waiting', 'in_progress') AND next_attempt_ms <= ?4 AND claimed_by <> ?3",
+            )
+            .bind(&key.0)
+            .bind(&key.1)
+            .bind(&self.run_id)
+            .bind(now)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+            if claimed == 1 {
                 picked.push(key);
             }
         }
@@ -689,8 +811,8 @@ impl Distributor {
         let recorded = match outcome {
             Ok(true) => Ok(()),
             Ok(false) => Ok(()), // stopped by shutdown; resumes at the next start
-            Err(error) if error.is_retryable() && attempts < self.settings.max_attempts => {
-                let delay = self.settings.retry_base * 2_u32.saturating_pow(attempts - 1);
+            Err(error) if error.is_retryable() => {
+                let delay = self.settings.retry_delay(attempts);
                 tracing::warn!(content = content_version_id, dp = dp_id, attempts, retry_in = ?delay, %error, "distribution attempt failed; retrying");
                 let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                 self.set_job(
@@ -849,6 +971,7 @@ impl Distributor {
                 attempts,
                 error: last_error.to_owned(),
                 update_time_ms: now,
+                next_attempt_ms: 0,
             });
         }
         if shutdown.is_cancelled() {
@@ -1018,5 +1141,6 @@ fn decode_job(row: &sqlx::sqlite::SqliteRow) -> DmResult<JobStatus> {
         attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or_default(),
         error: row.try_get("error")?,
         update_time_ms: row.try_get("update_time_ms")?,
+        next_attempt_ms: row.try_get("next_attempt_ms")?,
     })
 }

@@ -20,6 +20,7 @@ use clouddp_core::token::{Scope, TokenError};
 use clouddp_core::usage::{UsageRecord, hour_folder};
 use clouddp_platform::clock::now_ms;
 use clouddp_platform::store::BlobStore;
+use clouddp_platform::supervise::{Heartbeat, Supervisor};
 use futures::StreamExt as _;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -314,10 +315,39 @@ impl ContentEndpoint {
         }
     }
 
-    /// Serves HTTPS on `listener` until `shutdown`; refreshes and flushes on their intervals meanwhile.
+    /// Refreshes what it serves and flushes usage on their intervals until `shutdown`; each refresh that goes
+    /// through is a heartbeat, a refresh that fails ends the loop with the error (what was known is served
+    /// meanwhile, and the supervisor starts the loop again).
+    async fn maintain(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        heartbeat: Heartbeat,
+    ) -> anyhow::Result<()> {
+        let mut refresh = tokio::time::interval(self.settings.refresh_interval);
+        let mut flush = tokio::time::interval(self.settings.usage_flush_interval);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = refresh.tick() => {
+                    fail::fail_point!("endpoint-refresh", |_| Err(anyhow::anyhow!("injected failure of the content endpoint refresh")));
+                    self.refresh().await.map_err(|error| {
+                        anyhow::anyhow!("cannot refresh the content endpoint (serving the last known state): {error}")
+                    })?;
+                    heartbeat.ok();
+                }
+                _ = flush.tick() => self.flush_usage().await,
+            }
+        }
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown`; refreshes and flushes on their intervals meanwhile, under
+    /// `supervisor`.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        supervisor: Supervisor,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -334,27 +364,10 @@ impl ContentEndpoint {
             .with_state(self.clone());
         tracing::info!(addr = ?listener.local_addr().ok(), "content endpoint listening");
 
-        let background = {
-            let endpoint = self.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut refresh = tokio::time::interval(endpoint.settings.refresh_interval);
-                let mut flush = tokio::time::interval(endpoint.settings.usage_flush_interval);
-                refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        _ = refresh.tick() => {
-                            if let Err(error) = endpoint.refresh().await {
-                                tracing::warn!(%error, "content endpoint refresh failed; serving the last known state");
-                            }
-                        }
-                        _ = flush.tick() => endpoint.flush_usage().await,
-                    }
-                }
-            })
-        };
+        let background = supervisor.spawn("endpoint-refresh", shutdown.clone(), {
+            let (endpoint, shutdown) = (self.clone(), shutdown.clone());
+            move |heartbeat| endpoint.clone().maintain(shutdown.clone(), heartbeat)
+        });
 
         let connections = tokio_util::task::TaskTracker::new();
         loop {

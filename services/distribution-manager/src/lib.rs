@@ -21,6 +21,7 @@ pub mod tokens;
 use std::sync::Arc;
 
 use clouddp_platform::grpc::GrpcServer;
+use clouddp_platform::supervise::Supervisor;
 use clouddp_proto::v1::certificate_service_server::CertificateServiceServer;
 use clouddp_proto::v1::client_policy_service_server::ClientPolicyServiceServer;
 use clouddp_proto::v1::content_location_service_server::ContentLocationServiceServer;
@@ -61,6 +62,7 @@ pub async fn run(
         config.site.code.to_ascii_uppercase(),
         Arc::new(site_key),
     ));
+    let supervisor = Supervisor::new();
     let token_keys = tokens::TokenKeys::open(
         pool.clone(),
         manager.site_key().clone(),
@@ -73,11 +75,11 @@ pub async fn run(
         let endpoint =
             endpoint::ContentEndpoint::new(manager, token_keys, config.content_endpoint.clone())
                 .await?;
-        let result = endpoint.serve(listener, shutdown).await;
+        let result = endpoint.serve(listener, supervisor, shutdown).await;
         pool.close().await;
         return result;
     }
-    let server = GrpcServer::new(&config.server)?;
+    let server = GrpcServer::new(&config.server)?.supervised(supervisor.clone());
     let mut content_endpoint_task = None;
     let mut public_port = config.content_endpoint.public_port;
     if config.content_endpoint.enabled {
@@ -94,7 +96,11 @@ pub async fn run(
             config.content_endpoint.clone(),
         )
         .await?;
-        content_endpoint_task = Some(tokio::spawn(endpoint.serve(https, shutdown.clone())));
+        content_endpoint_task = Some(tokio::spawn(endpoint.serve(
+            https,
+            supervisor.clone(),
+            shutdown.clone(),
+        )));
     }
     let locator = locate::Locator::new(
         manager.clone(),
@@ -118,7 +124,10 @@ pub async fn run(
             tracing::warn!(%error, "cannot finish an interrupted distribution point delete yet; retry the delete")
         }
     }
-    let distributor_task = tokio::spawn(distributor.clone().run(shutdown.clone()));
+    let distributor_task = supervisor.spawn("distribution", shutdown.clone(), {
+        let (distributor, shutdown) = (distributor.clone(), shutdown.clone());
+        move |heartbeat| distributor.clone().run(shutdown.clone(), heartbeat)
+    });
     tracing::info!(data_dir = %data_dir.display(), site = %config.site.code, "distribution manager starting");
 
     let mut routes = tonic::service::RoutesBuilder::default();

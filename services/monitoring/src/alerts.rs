@@ -27,6 +27,8 @@ pub enum AlertKind {
     Certificate,
     /// Enforcement stopped the service.
     ServiceStoppedByEnforcement,
+    /// A background loop of a clouddp service cannot run (the "DP" is the service).
+    ServiceHealth,
 }
 
 impl AlertKind {
@@ -39,6 +41,7 @@ impl AlertKind {
             Self::Subscription => "subscription",
             Self::Certificate => "certificate",
             Self::ServiceStoppedByEnforcement => "service_stopped_by_enforcement",
+            Self::ServiceHealth => "service_health",
         }
     }
 
@@ -51,6 +54,7 @@ impl AlertKind {
             Self::Subscription,
             Self::Certificate,
             Self::ServiceStoppedByEnforcement,
+            Self::ServiceHealth,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == text)
@@ -349,6 +353,7 @@ impl Alerts {
         let mut events = Vec::new();
         for alert in open
             .into_iter()
+            .filter(|alert| alert.kind != AlertKind::ServiceHealth)
             .filter(|alert| !followed.contains(&alert.dp_id))
         {
             let finding = Finding {

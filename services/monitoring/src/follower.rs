@@ -8,6 +8,7 @@ use std::time::Duration;
 use clouddp_core::dp::Thresholds;
 use clouddp_platform::client::{TracedChannel, traced};
 use clouddp_platform::clock::now_ms;
+use clouddp_platform::supervise::Heartbeat;
 use clouddp_proto::convert::{dp_kind, dp_state};
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient;
@@ -102,10 +103,19 @@ impl DpFollower {
         self.status.read().await.clone()
     }
 
-    /// Follows until `shutdown` is cancelled, reconnecting with backoff after every failure.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Follows until `shutdown` is cancelled, reconnecting with backoff after every failure (an unreachable
+    /// distribution manager is the follower doing its work: each attempt is a heartbeat).
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        heartbeat: Heartbeat,
+    ) -> anyhow::Result<()> {
         let mut backoff = BACKOFF_MIN;
         while !shutdown.is_cancelled() {
+            fail::fail_point!("follower", |_| Err(anyhow::anyhow!(
+                "injected failure of the follower"
+            )));
+            heartbeat.ok();
             let span = tracing::info_span!("follow_distribution_manager", url = %self.url);
             let outcome = self
                 .follow_once(&shutdown, &mut backoff)
@@ -136,6 +146,7 @@ impl DpFollower {
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         tracing::info!("stopped following the distribution manager");
+        Ok(())
     }
 
     /// One watch stream from open to end; resets `backoff` once the snapshot has been applied.

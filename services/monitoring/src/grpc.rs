@@ -432,6 +432,7 @@ fn kind_from_pb(kind: i32) -> Option<AlertKind> {
         pb::AlertKind::Subscription => Some(AlertKind::Subscription),
         pb::AlertKind::Certificate => Some(AlertKind::Certificate),
         pb::AlertKind::ServiceStoppedByEnforcement => Some(AlertKind::ServiceStoppedByEnforcement),
+        pb::AlertKind::ServiceHealth => Some(AlertKind::ServiceHealth),
         pb::AlertKind::Unspecified => None,
     }
 }
@@ -448,6 +449,7 @@ fn alert_to_pb(alert: &Alert) -> pb::Alert {
             AlertKind::Subscription => pb::AlertKind::Subscription,
             AlertKind::Certificate => pb::AlertKind::Certificate,
             AlertKind::ServiceStoppedByEnforcement => pb::AlertKind::ServiceStoppedByEnforcement,
+            AlertKind::ServiceHealth => pb::AlertKind::ServiceHealth,
         }
         .into(),
         severity: match alert.severity {

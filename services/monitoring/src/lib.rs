@@ -8,11 +8,13 @@ pub mod config;
 pub mod error;
 pub mod follower;
 pub mod grpc;
+pub mod health;
 pub mod usage;
 
 use std::sync::Arc;
 
 use clouddp_platform::grpc::GrpcServer;
+use clouddp_platform::supervise::Supervisor;
 use clouddp_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +39,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.check()?;
-    let server = GrpcServer::new(&config.server)?;
+    let supervisor = Supervisor::new();
+    let server = GrpcServer::new(&config.server)?.supervised(supervisor.clone());
     let data_dir = &config.storage.data_dir;
     let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
     let upstream = &config.distribution_manager;
@@ -48,13 +51,16 @@ pub async fn run(
         upstream.url.clone(),
     ));
     tracing::info!(data_dir = %data_dir.display(), distribution_manager = %upstream.url, "monitoring service starting");
-    let follow_task = tokio::spawn(follower.clone().run(shutdown.clone()));
+    let follow_task = supervisor.spawn("follower", shutdown.clone(), {
+        let (follower, shutdown) = (follower.clone(), shutdown.clone());
+        move |heartbeat| follower.clone().run(shutdown.clone(), heartbeat)
+    });
     let alerts = alerts::Alerts::new(pool.clone());
     let pull = &config.pull;
     let puller = Arc::new(usage::Puller::new(
         pool.clone(),
         follower.clone(),
-        channel,
+        channel.clone(),
         alerts.clone(),
         pull.interval,
         pull.log_dir
@@ -72,7 +78,28 @@ pub async fn run(
             None
         },
     ));
-    let pull_task = tokio::spawn(puller.clone().run(shutdown.clone()));
+    let pull_task = supervisor.spawn("pull", shutdown.clone(), {
+        let (puller, shutdown) = (puller.clone(), shutdown.clone());
+        move |heartbeat| puller.clone().run(shutdown.clone(), heartbeat)
+    });
+    let wake_task = supervisor.spawn("wake", shutdown.clone(), {
+        let (puller, shutdown) = (puller.clone(), shutdown.clone());
+        move |heartbeat| puller.clone().wake_postponed(shutdown.clone(), heartbeat)
+    });
+    let health_task = supervisor.spawn("health", shutdown.clone(), {
+        let (supervisor, alerts, puller) = (supervisor.clone(), alerts.clone(), puller.clone());
+        let shutdown = shutdown.clone();
+        move |heartbeat| {
+            health::watch(
+                supervisor.clone(),
+                alerts.clone(),
+                puller.clone(),
+                channel.clone(),
+                shutdown.clone(),
+                heartbeat,
+            )
+        }
+    });
 
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(MonitoringServiceServer::new(grpc::MonitoringGrpc::new(
@@ -85,9 +112,10 @@ pub async fn run(
         .serve(listener, routes, SERVICES, shutdown.clone())
         .await;
     shutdown.cancel();
-    let _ = pull_task.await;
-    if let Err(error) = follow_task.await {
-        tracing::warn!(%error, "the follower task ended abnormally");
+    for task in [pull_task, wake_task, health_task, follow_task] {
+        if let Err(error) = task.await {
+            tracing::warn!(%error, "a supervisor ended abnormally");
+        }
     }
     pool.close().await;
     Ok(result?)

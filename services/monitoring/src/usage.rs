@@ -14,6 +14,7 @@ use clouddp_platform::clock::now_ms;
 use clouddp_platform::store::{
     AzureCredential, AzureStore, AzureStoreConfig, BlobStore, LocalFolderStore,
 };
+use clouddp_platform::supervise::Heartbeat;
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient;
 use sqlx::SqlitePool;
@@ -28,6 +29,8 @@ use crate::follower::{DpFollower, FollowedDp};
 const LATE_MS: i64 = 25 * HOUR_MS;
 /// How long hourly samples are kept.
 const KEEP_MS: i64 = 35 * 24 * HOUR_MS;
+/// How often postponed alerts are looked at, at most.
+pub const WAKE_INTERVAL: Duration = Duration::from_secs(10);
 /// Rotated log files kept.
 const LOG_GENERATIONS: u32 = 5;
 
@@ -150,23 +153,59 @@ impl Puller {
         now_ms() + self.clock_offset_ms
     }
 
-    /// Pulls every followed cloud DP on the interval until `shutdown`.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Pulls every followed cloud DP on the interval until `shutdown`; each pull round that goes through is a
+    /// heartbeat. A failure to record what a round found ends the loop with the error, for the supervisor.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        heartbeat: Heartbeat,
+    ) -> anyhow::Result<()> {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 _ = ticks.tick() => {}
             }
-            if let Err(error) = self.alerts.wake_postponed(self.now()).await {
-                tracing::warn!(%error, "cannot reactivate postponed alerts");
+            fail::fail_point!("pull");
+            self.pull_round(&shutdown).await;
+            heartbeat.ok();
+        }
+    }
+
+    /// Makes postponed alerts whose time came active again, every [`WAKE_INTERVAL`] (or pull interval, when
+    /// shorter), until `shutdown`.
+    pub async fn wake_postponed(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        heartbeat: Heartbeat,
+    ) -> anyhow::Result<()> {
+        let mut ticks = tokio::time::interval(self.interval.min(WAKE_INTERVAL));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = ticks.tick() => {}
             }
+            fail::fail_point!("wake", |_| Err(anyhow::anyhow!(
+                "injected failure of the alert reactivation"
+            )));
+            self.alerts
+                .wake_postponed(self.now())
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot reactivate postponed alerts: {error}"))?;
+            heartbeat.ok();
+        }
+    }
+
+    /// One round: every followed cloud DP pulled and evaluated.
+    async fn pull_round(&self, shutdown: &CancellationToken) {
+        {
             let dps = match self.follower.list().await {
                 Ok(dps) => dps,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the followed distribution points");
-                    continue;
+                    return;
                 }
             };
             // Only once the follower has seen the distribution manager: an empty list at start means nothing.

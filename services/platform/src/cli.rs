@@ -106,6 +106,7 @@ where
     };
     let outcome = runtime.block_on(async move {
         let _telemetry = crate::telemetry::init(binary, config.log(), &env)?;
+        let _failpoints = crate::supervise::failpoints_from_env();
         let shutdown = crate::shutdown::on_signals()?;
         let listen = config.server().listen;
         let listener = tokio::net::TcpListener::bind(listen)

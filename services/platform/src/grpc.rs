@@ -11,6 +11,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::config::ServerSettings;
+use crate::supervise::Supervisor;
 use crate::tls::{self, TlsError};
 
 /// How long open connections may take to finish after shutdown starts.
@@ -40,6 +41,7 @@ pub type ServeResult<T> = Result<T, ServeError>;
 #[derive(Debug)]
 pub struct GrpcServer {
     tls: Option<ServerTlsConfig>,
+    supervisor: Option<Supervisor>,
 }
 
 impl GrpcServer {
@@ -47,7 +49,16 @@ impl GrpcServer {
     pub fn new(settings: &ServerSettings) -> ServeResult<Self> {
         settings.check()?;
         let tls = settings.tls.as_ref().map(tls::server_config).transpose()?;
-        Ok(Self { tls })
+        Ok(Self {
+            tls,
+            supervisor: None,
+        })
+    }
+
+    /// Health follows `supervisor` too: NOT_SERVING while one of its loops is down.
+    pub fn supervised(mut self, supervisor: Supervisor) -> Self {
+        self.supervisor = Some(supervisor);
+        self
     }
 
     /// Serves `routes` (plus health and reflection) on `listener` until `shutdown` is cancelled.
@@ -94,6 +105,14 @@ impl GrpcServer {
                 Ok(stream)
             })
         });
+        if let Some(supervisor) = self.supervisor {
+            tokio::spawn(follow_supervision(
+                supervisor,
+                reporter.clone(),
+                service_names.to_vec(),
+                shutdown.clone(),
+            ));
+        }
         let stop_reporter = reporter.clone();
         let stop_signal = shutdown.clone();
         let signal = async move {
@@ -119,6 +138,34 @@ impl GrpcServer {
         }
         tracing::info!("gRPC server stopped");
         Ok(())
+    }
+}
+
+/// Keeps health NOT_SERVING while a supervised loop is down and SERVING otherwise, until shutdown (which turns
+/// it NOT_SERVING for good).
+async fn follow_supervision(
+    supervisor: Supervisor,
+    reporter: tonic_health::server::HealthReporter,
+    service_names: Vec<&'static str>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = supervisor.changes();
+    loop {
+        let status = if supervisor.down().is_empty() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        for name in service_names.iter().copied().chain([""]) {
+            reporter.set_service_status(name, status).await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
     }
 }
 

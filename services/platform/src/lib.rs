@@ -10,6 +10,7 @@ pub mod db;
 pub mod grpc;
 pub mod shutdown;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod tls;
 

@@ -106,6 +106,8 @@ pub fn job_to_pb(job: &JobStatus) -> pb::DistributionStatus {
         attempts: job.attempts,
         error: job.error.clone(),
         update_time: Some(timestamp_from_ms(job.update_time_ms)),
+        next_attempt_time: (job.state == JobState::Waiting && job.next_attempt_ms > 0)
+            .then(|| timestamp_from_ms(job.next_attempt_ms)),
     }
 }
 
@@ -215,6 +217,23 @@ impl ContentService for ContentGrpc {
             )
             .await?;
         Ok(Response::new(pb::DistributeContentResponse {
+            jobs: jobs.iter().map(job_to_pb).collect(),
+        }))
+    }
+
+    async fn cancel_distribution(
+        &self,
+        request: Request<pb::CancelDistributionRequest>,
+    ) -> Result<Response<pb::CancelDistributionResponse>, Status> {
+        let request = request.into_inner();
+        let jobs = self
+            .distributor
+            .cancel(
+                &required("content_id", &request.content_id)?,
+                &request.distribution_point_ids,
+            )
+            .await?;
+        Ok(Response::new(pb::CancelDistributionResponse {
             jobs: jobs.iter().map(job_to_pb).collect(),
         }))
     }
