@@ -1,6 +1,8 @@
 //! One conformance suite for the blob-store port, run against the local-folder adapter and against the Azure
 //! adapter talking to a real Azurite.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 use bytes::Bytes;
 use clouddp_e2e::azurite::Azurite;
 use clouddp_platform::store::{
@@ -309,4 +311,49 @@ async fn azure_store_works_with_a_container_sas_and_a_read_only_one_refuses_writ
     );
     writer.delete("usage/a.jsonl").await.unwrap();
     owner.delete_container().await.unwrap();
+}
+
+#[tokio::test]
+async fn azure_store_says_when_staged_parts_are_gone_and_a_refused_connection_is_transient() {
+    let mut azurite = Azurite::start().await.unwrap();
+    let store = azure(&azurite, "lost-parts");
+    store.ensure_container().await.unwrap();
+    let staged = store
+        .put_part("content/lost/sealed", 0, 0, Bytes::from(pattern(1000, 1)))
+        .await
+        .unwrap();
+    // A part the store no longer has (as after a week, or an emulator that lost it): the commit says so.
+    let lost = BASE64_STANDARD.encode(b"a block the store never kept");
+    let error = store
+        .complete("content/lost/sealed", &[staged.clone(), lost], 2000)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::PartsLost(_)), "{error:?}");
+    // Staged again, the commit goes through.
+    let again = store
+        .put_part(
+            "content/lost/sealed",
+            1,
+            1000,
+            Bytes::from(pattern(1000, 2)),
+        )
+        .await
+        .unwrap();
+    store
+        .complete("content/lost/sealed", &[staged, again], 2000)
+        .await
+        .unwrap();
+
+    // A store that refuses connections is unavailable (retried), whatever numbers its message holds.
+    azurite.stop();
+    let error = store
+        .put_part(
+            "content/cv-401-403/sealed",
+            0,
+            0,
+            Bytes::from(pattern(10, 3)),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
 }

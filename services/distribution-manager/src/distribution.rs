@@ -985,10 +985,24 @@ impl Distributor {
                     .ok_or_else(|| DmError::Internal(format!("part {index} missing")))
             })
             .collect::<DmResult<_>>()?;
-        store
-            .complete(&path, &ordered, layout.sealed_len())
-            .await
-            .map_err(store_error)?;
+        match store.complete(&path, &ordered, layout.sealed_len()).await {
+            Ok(()) => {}
+            Err(StoreError::PartsLost(message)) => {
+                // What the store lost is staged again by the next attempt, from the first part.
+                tracing::warn!(content = %content.id, dp.name = %dp.name, %message, "the store lost staged parts; staging every part again");
+                sqlx::query(
+                    "DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2",
+                )
+                .bind(&content.id)
+                .bind(&dp.id)
+                .execute(self.pool())
+                .await?;
+                return Err(DmError::Unavailable(format!(
+                    "the store lost parts it had acknowledged; staging them again ({message})"
+                )));
+            }
+            Err(error) => return Err(store_error(error)),
+        }
         sqlx::query("DELETE FROM distribution_parts WHERE content_version_id = ?1 AND dp_id = ?2")
             .bind(&content.id)
             .bind(&dp.id)
@@ -1127,6 +1141,7 @@ pub fn store_error(error: StoreError) -> DmError {
             DmError::Precondition(format!("the store refused the credentials: {message}"))
         }
         StoreError::Invalid(message) => DmError::Internal(message),
+        StoreError::PartsLost(message) => DmError::Unavailable(message),
     }
 }
 

@@ -14,7 +14,7 @@ use futures::TryStreamExt as _;
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt as _, RetryConfig};
 
 use super::{BlobStore, ObjectInfo, StoreError, StoreResult, check_path};
 
@@ -63,6 +63,13 @@ pub struct AzureStoreConfig {
     pub credential: AzureCredential,
 }
 
+/// How long connecting to the store may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may wait for the store's next bytes: a stall longer than this is an error.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one request may take in all (an 8 MiB block on a slow link).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A container in Azure Blob Storage (or Azurite).
 #[derive(Debug, Clone)]
 pub struct AzureStore {
@@ -72,24 +79,67 @@ pub struct AzureStore {
     http: reqwest::Client,
 }
 
+/// Classifies an `object_store` error by its kind and HTTP status, never by words found in its text (a content
+/// id or an Azure request id may contain `403`).
 fn map_error(context: &str, error: object_store::Error) -> StoreError {
     let message = format!("{context}: {error}");
-    match error {
+    match &error {
         object_store::Error::NotFound { .. } => StoreError::NotFound(message),
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => StoreError::Denied(message),
         object_store::Error::InvalidPath { .. } | object_store::Error::NotSupported { .. } => {
             StoreError::Invalid(message)
         }
-        _ if message.contains("403")
-            || message.contains("401")
-            || message.contains("AuthenticationFailed") =>
-        {
-            StoreError::Denied(message)
-        }
-        _ if message.contains("ContainerNotFound") || message.contains("404 Not Found") => {
-            StoreError::NotFound(message)
-        }
-        _ => StoreError::Unavailable(message),
+        _ => match http_failure(&error) {
+            Some(HttpFailure {
+                status: 401 | 403, ..
+            }) => StoreError::Denied(message),
+            Some(HttpFailure { status: 404, .. }) => StoreError::NotFound(message),
+            Some(HttpFailure { status: 400, code }) if code == "InvalidBlockList" => {
+                StoreError::PartsLost(message)
+            }
+            _ => StoreError::Unavailable(message),
+        },
     }
+}
+
+/// The status and Azure error code of a failed HTTP response found in an error's source chain.
+#[derive(Debug, PartialEq, Eq)]
+struct HttpFailure {
+    status: u16,
+    code: String,
+}
+
+/// `object_store` keeps the response's status in a type of its own that is not public; what it exposes is the
+/// error's text, which for a failed response starts with this fixed prefix, then the status and the body.
+const STATUS_PREFIX: &str = "Server returned non-2xx status code: ";
+
+fn http_failure(error: &(dyn std::error::Error + 'static)) -> Option<HttpFailure> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            return None;
+        }
+        if let Some(rest) = error.to_string().strip_prefix(STATUS_PREFIX) {
+            return parse_failure(rest);
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// `403 Forbidden: <?xml …><Error><Code>AuthorizationFailure</Code>…` → 403, `AuthorizationFailure`.
+fn parse_failure(text: &str) -> Option<HttpFailure> {
+    let status = text.get(..3)?.parse().ok()?;
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, after)| after.split_once("</Code>"))
+        .map(|(code, _)| code.trim().to_owned())
+        .unwrap_or_default();
+    Some(HttpFailure { status, code })
 }
 
 fn object_path(path: &str) -> StoreResult<ObjectPath> {
@@ -152,12 +202,20 @@ impl AzureStore {
             .with_account(&account)
             .with_container_name(&config.container)
             .with_endpoint(account_url.clone())
-            .with_allow_http(account_url.starts_with("http://"))
             .with_retry(RetryConfig {
                 max_retries: 4,
                 retry_timeout: Duration::from_secs(60),
                 ..RetryConfig::default()
-            });
+            })
+            // A store that stops answering is an error within READ_TIMEOUT, which the job shows and retries; a
+            // slow one is not, as long as bytes move.
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(account_url.starts_with("http://"))
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_read_timeout(READ_TIMEOUT)
+                    .with_timeout(REQUEST_TIMEOUT),
+            );
         builder = match &config.credential {
             AzureCredential::AccountKey(key) => builder.with_access_key(key),
             AzureCredential::Emulator => builder.with_access_key(EMULATOR_KEY),
@@ -411,5 +469,49 @@ impl BlobStore for AzureStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(map_error("delete blob", error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_read_from_the_response_not_from_any_number_in_the_text() {
+        assert_eq!(
+            parse_failure(
+                "403 Forbidden: <?xml version=\"1.0\"?><Error><Code>AuthorizationFailure</Code></Error>"
+            ),
+            Some(HttpFailure {
+                status: 403,
+                code: "AuthorizationFailure".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_failure(
+                "400 Bad Request: <Error><Code>InvalidBlockList</Code><Message>RequestId:4031-401</Message></Error>"
+            ),
+            Some(HttpFailure {
+                status: 400,
+                code: "InvalidBlockList".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_failure("503 Service Unavailable: "),
+            Some(HttpFailure {
+                status: 503,
+                code: String::new()
+            })
+        );
+        assert_eq!(parse_failure("oops"), None);
+    }
+
+    #[test]
+    fn an_error_that_merely_mentions_401_or_403_is_transient() {
+        let error = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: "connection refused while putting content/cv-4031-ab403/sealed (401)".into(),
+        };
+        assert!(map_error("put block", error).is_retryable());
     }
 }

@@ -31,6 +31,10 @@ pub enum StoreError {
     /// The store is unreachable or failed transiently; retry with backoff.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The store no longer has parts it acknowledged (uncommitted Azure blocks expire after a week; an emulator
+    /// restart loses them): stage them again, then commit.
+    #[error("staged parts are gone from the store: {0}")]
+    PartsLost(String),
 }
 
 impl StoreError {
