@@ -156,6 +156,21 @@ pub fn ms_from_timestamp(timestamp: &prost_types::Timestamp) -> i64 {
         .saturating_add(i64::from(timestamp.nanos / 1_000_000))
 }
 
+/// Refuses an enum value this version does not know (INVALID_ARGUMENT naming `field` and `E`): in a filter it
+/// would otherwise read as UNSPECIFIED, "any", and a client would get everything without a word.
+pub fn check_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<(), tonic::Status> {
+    match E::try_from(value) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(tonic::Status::invalid_argument(format!(
+            "{field}: {value} is not a {}",
+            std::any::type_name::<E>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("known value")
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

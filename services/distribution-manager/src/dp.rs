@@ -698,9 +698,14 @@ impl DistributionManager {
                 .execute(&mut *transaction)
                 .await?;
         }
-        next_revision(&mut transaction).await?;
+        // The delete is a change of its own: its event carries a revision above the DELETING one.
+        let revision = next_revision(&mut transaction).await?;
         transaction.commit().await?;
-        self.publish(DpChangeKind::Deleted, dp, now_ms());
+        let deleted = DpRecord {
+            revision,
+            ..dp.clone()
+        };
+        self.publish(DpChangeKind::Deleted, &deleted, now_ms());
         tracing::info!(dp.id = %dp.id, dp.name = %dp.name, objects = objects.len(), "distribution point deleted");
         Ok((dp.id.clone(), objects.len() as u64))
     }

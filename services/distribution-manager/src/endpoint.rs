@@ -512,7 +512,7 @@ fn parse_range(value: Option<&HeaderValue>, length: u64) -> Result<Option<Range<
             if end < start {
                 return Err(());
             }
-            start..(end + 1).min(length)
+            start..end.saturating_add(1).min(length)
         }
     };
     if range.start >= length || range.is_empty() {
@@ -702,5 +702,13 @@ mod tests {
         assert_eq!(range("bytes=4-2", 10), Err(()));
         assert_eq!(range("bytes=0-1,4-5", 10), Ok(None));
         assert_eq!(range("items=0-1", 10), Ok(None));
+        // The largest numbers the header can carry neither overflow nor panic.
+        assert_eq!(range("bytes=0-18446744073709551615", 10), Ok(Some(0..10)));
+        assert_eq!(
+            range("bytes=18446744073709551615-18446744073709551615", 10),
+            Err(())
+        );
+        assert_eq!(range("bytes=-18446744073709551615", 10), Ok(Some(0..10)));
+        assert_eq!(range("bytes=0-18446744073709551616", 10), Err(()));
     }
 }

@@ -31,6 +31,7 @@ use clouddp_proto::v1::distribution_point_service_server::DistributionPointServi
 use clouddp_proto::v1::site_service_server::SiteServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 
 pub use config::DmConfig;
 pub use dp::DistributionManager;
@@ -132,29 +133,54 @@ pub async fn run(
 
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
-        .add_service(DistributionPointServiceServer::new(
-            grpc::DistributionPointGrpc::new(manager.clone(), shutdown.clone()),
-        ))
-        .add_service(DistributionPointGroupServiceServer::new(
-            grpc::DistributionPointGroupGrpc::new(manager.clone(), distributor.clone()),
-        ))
-        .add_service(ContentServiceServer::new(grpc::ContentGrpc::new(
-            manager.clone(),
-            distributor.clone(),
-            shutdown.clone(),
-        )))
-        .add_service(CertificateServiceServer::new(grpc::CertificateGrpc::new(
-            manager.clone(),
-        )))
-        .add_service(ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc::new(
-            policy::Policy::new(pool.clone(), manager.generation().clone()),
-        )))
-        .add_service(ContentLocationServiceServer::new(
-            grpc::ContentLocationGrpc::new(locator),
-        ))
-        .add_service(SiteServiceServer::new(grpc::SiteGrpc::new(
-            site::Site::new(manager.clone()),
-        )));
+        .add_service(
+            DistributionPointServiceServer::new(grpc::DistributionPointGrpc::new(
+                manager.clone(),
+                shutdown.clone(),
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            DistributionPointGroupServiceServer::new(grpc::DistributionPointGroupGrpc::new(
+                manager.clone(),
+                distributor.clone(),
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            ContentServiceServer::new(grpc::ContentGrpc::new(
+                manager.clone(),
+                distributor.clone(),
+                shutdown.clone(),
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            CertificateServiceServer::new(grpc::CertificateGrpc::new(manager.clone()))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            ClientPolicyServiceServer::new(grpc::ClientPolicyGrpc::new(policy::Policy::new(
+                pool.clone(),
+                manager.generation().clone(),
+            )))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            ContentLocationServiceServer::new(grpc::ContentLocationGrpc::new(locator))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            SiteServiceServer::new(grpc::SiteGrpc::new(site::Site::new(manager.clone())))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+        );
     let result = server
         .serve(listener, routes, SERVICES, shutdown.clone())
         .await;

@@ -171,7 +171,7 @@ impl MonitoringService for MonitoringGrpc {
             &request.distribution_point_ids,
             &request.kinds,
             request.min_severity,
-        );
+        )?;
         let alerts = self.alerts.list(request.include_resolved).await?;
         Ok(Response::new(pb::ListAlertsResponse {
             alerts: alerts
@@ -256,11 +256,23 @@ impl MonitoringService for MonitoringGrpc {
             &request.distribution_point_ids,
             &request.kinds,
             request.min_severity,
-        );
+        )?;
         let heartbeat = Duration::from_secs(u64::from(match request.heartbeat_seconds {
             0 => 15,
-            seconds => seconds.clamp(1, 300),
+            seconds @ 1..=300 => seconds,
+            seconds => {
+                return Err(Status::invalid_argument(format!(
+                    "heartbeat_seconds: {seconds} is out of range; give 1 to 300, or 0 for 15"
+                )));
+            }
         }));
+        let latest = self.alerts.latest_sequence().await?;
+        if request.after_sequence > latest {
+            return Err(Status::out_of_range(format!(
+                "after_sequence {} is ahead of the newest event {latest}; resume from a sequence you received, or 0",
+                request.after_sequence
+            )));
+        }
         let (sender, stream) = mpsc::channel(SUBSCRIBER_QUEUE);
         tokio::spawn(feed(
             self.alerts.clone(),
@@ -288,24 +300,37 @@ struct Filter {
 }
 
 impl Filter {
-    fn new(dps: &[String], kinds: &[i32], min_severity: i32) -> Self {
-        Self {
+    /// The filter of a request; an unknown kind or severity is refused, never read as "any".
+    fn new(dps: &[String], kinds: &[i32], min_severity: i32) -> Result<Self, Status> {
+        let kinds = kinds
+            .iter()
+            .filter(|kind| **kind != pb::AlertKind::Unspecified as i32)
+            .map(|kind| {
+                kind_from_pb(*kind).ok_or_else(|| {
+                    Status::invalid_argument(format!("kinds: {kind} is not an AlertKind"))
+                })
+            })
+            .collect::<Result<_, Status>>()?;
+        let min_severity = match pb::AlertSeverity::try_from(min_severity) {
+            Ok(pb::AlertSeverity::Unspecified) => None,
+            Ok(pb::AlertSeverity::Info) => Some(Severity::Info),
+            Ok(pb::AlertSeverity::Warning) => Some(Severity::Warning),
+            Ok(pb::AlertSeverity::Critical) => Some(Severity::Critical),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "min_severity: {min_severity} is not an AlertSeverity"
+                )));
+            }
+        };
+        Ok(Self {
             dps: dps
                 .iter()
                 .map(|dp| dp.trim().to_owned())
                 .filter(|dp| !dp.is_empty())
                 .collect(),
-            kinds: kinds
-                .iter()
-                .filter_map(|kind| kind_from_pb(*kind))
-                .collect(),
-            min_severity: match pb::AlertSeverity::try_from(min_severity) {
-                Ok(pb::AlertSeverity::Info) => Some(Severity::Info),
-                Ok(pb::AlertSeverity::Warning) => Some(Severity::Warning),
-                Ok(pb::AlertSeverity::Critical) => Some(Severity::Critical),
-                _ => None,
-            },
-        }
+            kinds,
+            min_severity,
+        })
     }
 
     fn matches(&self, alert: &Alert) -> bool {

@@ -18,6 +18,7 @@ use clouddp_platform::supervise::Supervisor;
 use clouddp_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 
 pub use config::MonConfig;
 pub use follower::DpFollower;
@@ -102,12 +103,16 @@ pub async fn run(
     });
 
     let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(MonitoringServiceServer::new(grpc::MonitoringGrpc::new(
-        follower,
-        puller,
-        alerts,
-        shutdown.clone(),
-    )));
+    routes.add_service(
+        MonitoringServiceServer::new(grpc::MonitoringGrpc::new(
+            follower,
+            puller,
+            alerts,
+            shutdown.clone(),
+        ))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip),
+    );
     let result = server
         .serve(listener, routes, SERVICES, shutdown.clone())
         .await;

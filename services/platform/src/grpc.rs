@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 use tonic::service::RoutesBuilder;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -84,10 +85,11 @@ impl GrpcServer {
             reflection_builder(service_names, "grpc.reflection.v1alpha.ServerReflection")
                 .build_v1alpha()
                 .map_err(|error| ServeError::Reflection(error.to_string()))?;
+        // Clients may compress their requests (a Python channel set to gzip compresses every call).
         routes
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
+            .add_service(health_service.accept_compressed(CompressionEncoding::Gzip))
+            .add_service(reflection_v1.accept_compressed(CompressionEncoding::Gzip))
+            .add_service(reflection_v1alpha.accept_compressed(CompressionEncoding::Gzip));
 
         let mut builder = Server::builder()
             .trace_fn(crate::telemetry::rpc_span)
@@ -124,6 +126,7 @@ impl GrpcServer {
             }
         };
         let server = builder
+            .layer(crate::deadline::DeadlineLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);

@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod grpc;
 pub mod shutdown;
 pub mod store;

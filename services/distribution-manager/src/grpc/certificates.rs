@@ -167,6 +167,7 @@ impl CertificateService for CertificateGrpc {
             "" => None,
             dp => Some(self.manager.get(dp).await?.id),
         };
+        clouddp_proto::convert::check_enum::<pb::CertificateKind>("kind", request.kind)?;
         let kind = match pb::CertificateKind::try_from(request.kind) {
             Ok(pb::CertificateKind::Management) => Some(CertKind::Management),
             Ok(pb::CertificateKind::Service) => Some(CertKind::Service),

@@ -156,6 +156,7 @@ impl ContentService for ContentGrpc {
         request: Request<pb::ListContentRequest>,
     ) -> Result<Response<pb::ListContentResponse>, Status> {
         let request = request.into_inner();
+        clouddp_proto::convert::check_enum::<pb::ContentType>("type", request.r#type)?;
         let wanted_type = content_type(request.r#type);
         let on_dp = match optional(&request.distribution_point_id) {
             Some(dp) => Some(

@@ -415,6 +415,7 @@ impl DistributionPointService for DistributionPointGrpc {
         request: Request<pb::ListDistributionPointsRequest>,
     ) -> Result<Response<pb::ListDistributionPointsResponse>, Status> {
         let request = request.into_inner();
+        clouddp_proto::convert::check_enum::<pb::DistributionPointKind>("kind", request.kind)?;
         let kind = dp_kind(request.kind);
         let records = self.manager.list(kind).await?;
         let page = super::page(request.page.as_ref())?;
