@@ -436,3 +436,138 @@ async fn properties_update_only_the_editable_fields() {
     assert_eq!(after["thresholds"]["transfer_warning_percent"], 40);
     assert_eq!(after["thresholds"]["storage_alert_gb"], 500);
 }
+
+/// `dp install` of `service` on Azurite's account, with `extra` flags (the blob endpoint among them, or not).
+fn install(
+    manager: &ServiceProcess,
+    monitoring: &ServiceProcess,
+    service: &str,
+    extra: &[&str],
+) -> ConsoleOutput {
+    let certificates = console::dev_certificates_dir();
+    let mut args = vec![
+        "dp",
+        "install",
+        "--service-name",
+        service,
+        "--subscription",
+        console::TEST_SUBSCRIPTION,
+        "--account",
+        clouddp_e2e::azurite::ACCOUNT,
+        "--emulator",
+        "--dev-certificates",
+        certificates.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(manager, monitoring, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_install_is_corrected_by_installing_again_or_deleted_with_force() {
+    let azurite = Azurite::start().await.unwrap();
+    let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
+    let endpoint = azurite.blob_endpoint();
+
+    // Without --blob-endpoint the emulator's account is looked for in Azure: the install fails, the DP says why.
+    let failed = install(
+        &manager,
+        &monitoring,
+        "typo-cdp",
+        &["--region", "westeurope"],
+    );
+    assert_ne!(failed.code, 0, "{failed:?}");
+    let shown = ok(&manager, &monitoring, &["dp", "show", "typo-cdp"]);
+    assert_eq!(shown["state"], "error", "{shown}");
+    assert!(
+        !shown["state_reason"].as_str().unwrap().is_empty(),
+        "{shown}"
+    );
+
+    // Installing again with the right endpoint corrects it.
+    let fixed = install(
+        &manager,
+        &monitoring,
+        "typo-cdp",
+        &[
+            "--region",
+            "westeurope",
+            "--blob-endpoint",
+            &endpoint,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(fixed.code, 0, "{fixed:?}");
+    let shown = ok(&manager, &monitoring, &["dp", "show", "typo-cdp"]);
+    assert_eq!(
+        shown["state"], "ready",
+        "the container was made at the new endpoint: {shown}"
+    );
+
+    // Installed: the same parameters are a no-op, other ones are refused naming each difference.
+    let same = install(
+        &manager,
+        &monitoring,
+        "typo-cdp",
+        &["--region", "westeurope", "--blob-endpoint", &endpoint],
+    );
+    assert_eq!(same.code, 0, "{same:?}");
+    let other = install(
+        &manager,
+        &monitoring,
+        "typo-cdp",
+        &["--region", "northeurope", "--blob-endpoint", &endpoint],
+    );
+    assert_eq!(other.code, 1, "{other:?}");
+    assert!(
+        other.stderr.contains("region") && other.stderr.contains("northeurope"),
+        "{other:?}"
+    );
+    assert!(!other.stdout.contains("ready"), "{other:?}");
+    let shown = ok(&manager, &monitoring, &["dp", "show", "typo-cdp"]);
+    assert!(shown.to_string().contains("westeurope"), "{shown}");
+
+    // A DP whose store was never reachable: delete says why and keeps it (DELETING, with the reason), --force
+    // removes it and says what may be left, and its service name is free again.
+    let broken = install(
+        &manager,
+        &monitoring,
+        "gone-typo",
+        &["--region", "westeurope"],
+    );
+    assert_ne!(broken.code, 0, "{broken:?}");
+    let refused = run(
+        &manager,
+        &monitoring,
+        &["dp", "delete", "gone-typo", "--yes"],
+    );
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("--force"), "{refused:?}");
+    let shown = ok(&manager, &monitoring, &["dp", "show", "gone-typo"]);
+    assert_eq!(shown["state"], "deleting", "{shown}");
+    assert!(
+        shown["state_reason"].as_str().unwrap().contains("--force"),
+        "{shown}"
+    );
+    let forced = ok(
+        &manager,
+        &monitoring,
+        &["dp", "delete", "gone-typo", "--yes", "--force"],
+    );
+    assert!(
+        forced["left_in_store"]
+            .as_str()
+            .unwrap()
+            .contains("devstoreaccount1"),
+        "{forced}"
+    );
+    let missing = run(&manager, &monitoring, &["dp", "show", "gone-typo"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    let again = install(
+        &manager,
+        &monitoring,
+        "gone-typo",
+        &["--region", "westeurope", "--blob-endpoint", &endpoint],
+    );
+    assert_eq!(again.code, 0, "the service name is free again: {again:?}");
+}

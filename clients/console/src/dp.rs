@@ -175,6 +175,10 @@ pub enum DpCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Remove the DP even when its store cannot be cleaned (unreachable, refused, or never created); prints
+        /// what may be left in the store.
+        #[arg(long)]
+        force: bool,
     },
     /// Show one distribution point with all its properties.
     Show {
@@ -518,24 +522,32 @@ pub async fn run(
                 ),
             }
         }
-        DpCommand::Delete { id, yes } => {
+        DpCommand::Delete { id, yes, force } => {
             crate::content::confirm(
                 &format!("Delete distribution point {id} and every object in its store?"),
                 yes,
             )?;
             let deleted = client
-                .delete_distribution_point(pb::DeleteDistributionPointRequest { id: id.clone() })
+                .delete_distribution_point(pb::DeleteDistributionPointRequest {
+                    id: id.clone(),
+                    force,
+                })
                 .await
                 .map_err(fail)?
                 .into_inner();
             match output {
                 OutputFormat::Json => print_json(
-                    &json!({ "deleted": deleted.id, "objects_deleted": deleted.blobs_deleted }),
+                    &json!({ "deleted": deleted.id, "objects_deleted": deleted.blobs_deleted, "left_in_store": deleted.left_in_store }),
                 ),
-                OutputFormat::Table => out!(
+                OutputFormat::Table if deleted.left_in_store.is_empty() => out!(
                     "deleted {id} ({}), {} object(s) removed from its store",
                     deleted.id,
                     deleted.blobs_deleted
+                ),
+                OutputFormat::Table => out!(
+                    "deleted {id} ({}) without cleaning its store: {}",
+                    deleted.id,
+                    deleted.left_in_store
                 ),
             }
         }

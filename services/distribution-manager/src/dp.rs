@@ -148,6 +148,28 @@ pub struct NewCloudDp {
     pub service_certificate: CertChoice,
 }
 
+/// A DP's store in words, for a person deciding what to clean by hand.
+fn describe_store(store: Option<&DpStore>) -> String {
+    match store {
+        Some(DpStore::AzureBlob {
+            account, container, ..
+        }) => format!("the container {container:?} of the storage account {account:?}"),
+        Some(DpStore::LocalFolder { path }) => format!("the folder {path:?}"),
+        None => "its store".to_owned(),
+    }
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    /// The deleted DP's id.
+    pub id: String,
+    /// Objects removed from its store.
+    pub blobs_deleted: u64,
+    /// With force, when the store could not be cleaned: what may be left there and why.
+    pub left_in_store: String,
+}
+
 /// A certificate named in a request: one imported already, or a new one parsed and checked.
 #[derive(Debug, Clone)]
 pub enum CertChoice {
@@ -331,10 +353,27 @@ impl DistributionManager {
         let record = match existing {
             Some(id) => {
                 let record = self.get(&id).await?;
-                if record.state != DpState::Error && record.state != DpState::Provisioning {
-                    return Ok(record);
+                let differing = self.install_differences(&record, &request).await?;
+                match record.state {
+                    DpState::Deleting => {
+                        return Err(DmError::Precondition(format!(
+                            "{} is being deleted ({}); wait for the delete to finish, or finish it with `dp delete --force`, then install again",
+                            record.name, record.state_reason
+                        )));
+                    }
+                    // An install that never finished is corrected with what this request says, then tried again.
+                    DpState::Error | DpState::Provisioning => {
+                        self.correct_install(&record, &request, &differing).await?
+                    }
+                    _ if differing.is_empty() => return Ok(record),
+                    _ => {
+                        return Err(DmError::AlreadyExists(format!(
+                            "{} is installed already with other parameters: {}; editable properties change with `dp set`, the others need a delete and a new install",
+                            request.cloud.service_name,
+                            differing.join(", ")
+                        )));
+                    }
                 }
-                record
             }
             None => {
                 let now = now_ms();
@@ -419,6 +458,98 @@ impl DistributionManager {
                 })
             }
         }
+    }
+
+    /// What an install request says differently from the installed DP, each as `field: installed → asked`.
+    async fn install_differences(
+        &self,
+        record: &DpRecord,
+        request: &NewCloudDp,
+    ) -> DmResult<Vec<String>> {
+        let mut differing = Vec::new();
+        let mut compare = |field: &str, installed: &str, asked: &str| {
+            if installed != asked {
+                differing.push(format!("{field} {installed:?} (asked {asked:?})"));
+            }
+        };
+        compare("name", &record.name, &request.name);
+        if let Some(site_code) = &request.site_code {
+            compare("site code", &record.site_code, site_code);
+        }
+        if let Some(cloud) = &record.cloud {
+            compare(
+                "subscription",
+                &cloud.subscription_id,
+                &request.cloud.subscription_id,
+            );
+            compare("region", &cloud.region, &request.cloud.region);
+        }
+        if let Some(DpStore::AzureBlob {
+            account,
+            container,
+            endpoint,
+        }) = &record.store
+        {
+            compare("account", account, &request.account);
+            compare("container", container, &request.container);
+            compare("blob endpoint", endpoint, &request.endpoint);
+        }
+        let installed_credential = self.store_credential(record).await?;
+        if installed_credential.as_ref() != Some(&request.credential) {
+            differing.push("storage credential".to_owned());
+        }
+        Ok(differing)
+    }
+
+    /// Writes the parameters of `request` into an install that never finished (ERROR or PROVISIONING); returns
+    /// the corrected record.
+    async fn correct_install(
+        &self,
+        record: &DpRecord,
+        request: &NewCloudDp,
+        differing: &[String],
+    ) -> DmResult<DpRecord> {
+        if differing.is_empty() {
+            return Ok(record.clone());
+        }
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+        let revision = next_revision(&mut transaction).await?;
+        sqlx::query(
+            "UPDATE distribution_points SET name = ?2, site_code = ?3, subscription_id = ?4, region = ?5, \
+             azure_account = ?6, azure_container = ?7, azure_endpoint = ?8, update_time_ms = ?9, revision = ?10 \
+             WHERE id = ?1",
+        )
+        .bind(&record.id)
+        .bind(&request.name)
+        .bind(request.site_code.as_deref().unwrap_or(&record.site_code))
+        .bind(&request.cloud.subscription_id)
+        .bind(&request.cloud.region)
+        .bind(&request.account)
+        .bind(&request.container)
+        .bind(&request.endpoint)
+        .bind(now_ms())
+        .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+        .execute(&mut *transaction)
+        .await
+        .map_err(|error| match error {
+            sqlx::Error::Database(database) if database.is_unique_violation() => DmError::AlreadyExists(format!(
+                "a distribution point named {:?} exists already; choose another name",
+                request.name
+            )),
+            other => other.into(),
+        })?;
+        let secret = serde_json::to_vec(&request.credential)
+            .map_err(|error| DmError::Internal(error.to_string()))?;
+        sqlx::query("UPDATE dp_secrets SET sealed = ?2 WHERE dp_id = ?1")
+            .bind(&record.id)
+            .bind(self.site_key.wrap(&secret, &record.id)?)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(dp.id = %record.id, dp.name = %request.name, corrected = %differing.join(", "), "install parameters corrected; provisioning again");
+        let corrected = self.get(&record.id).await?;
+        self.publish(DpChangeKind::Upserted, &corrected, now_ms());
+        Ok(corrected)
     }
 
     /// The stored certificate a request names, inserting a new one in `transaction`; checks its kind.
@@ -618,7 +749,7 @@ impl DistributionManager {
     /// Deletes a DP: marks it DELETING (so a crash finishes the job at the next start), removes every object of
     /// it from its store (a cloud DP's container too), then the DP with its jobs, parts and group memberships.
     /// Refused while content is being transferred to it. Returns the DP's id and the objects deleted.
-    pub async fn delete(&self, id_or_name: &str) -> DmResult<(String, u64)> {
+    pub async fn delete(&self, id_or_name: &str, force: bool) -> DmResult<Deleted> {
         let dp = self.get(id_or_name).await?;
         let transferring: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM distributions WHERE dp_id = ?1 AND state = 'in_progress'",
@@ -626,9 +757,9 @@ impl DistributionManager {
         .bind(&dp.id)
         .fetch_one(&self.pool)
         .await?;
-        if transferring > 0 && dp.state != DpState::Deleting {
+        if transferring > 0 && dp.state != DpState::Deleting && !force {
             return Err(DmError::Precondition(format!(
-                "content is being transferred to {} right now; delete it when the transfers have finished",
+                "content is being transferred to {} right now; delete it when the transfers have finished, or cancel them (`content cancel`)",
                 dp.name
             )));
         }
@@ -638,10 +769,42 @@ impl DistributionManager {
             self.set_state(&dp.id, DpState::Deleting, "delete requested")
                 .await?
         };
-        self.finish_delete(&dp).await
+        match self.clean_store(&dp).await {
+            Ok(blobs_deleted) => {
+                self.remove_record(&dp).await?;
+                Ok(Deleted {
+                    id: dp.id,
+                    blobs_deleted,
+                    left_in_store: String::new(),
+                })
+            }
+            Err(error) if force => {
+                let left_in_store = format!(
+                    "{} may still hold objects of this DP: {error}",
+                    describe_store(dp.store.as_ref())
+                );
+                tracing::warn!(dp.id = %dp.id, dp.name = %dp.name, %left_in_store, "distribution point removed without cleaning its store (forced)");
+                self.remove_record(&dp).await?;
+                Ok(Deleted {
+                    id: dp.id,
+                    blobs_deleted: 0,
+                    left_in_store,
+                })
+            }
+            Err(error) => {
+                let reason = format!(
+                    "delete requested; cleaning the store failed: {error}; retry the delete when the store answers, or force it (`dp delete --force`)"
+                );
+                self.set_state(&dp.id, DpState::Deleting, &reason).await?;
+                Err(match error {
+                    DmError::Unavailable(_) => DmError::Unavailable(reason),
+                    _ => DmError::Precondition(reason),
+                })
+            }
+        }
     }
 
-    /// Finishes the deletes a crash interrupted.
+    /// Finishes the deletes a crash interrupted; one that cannot finish yet stays DELETING with its reason.
     pub async fn resume_deletes(&self) -> DmResult<usize> {
         let pending: Vec<DpRecord> = self
             .list(None)
@@ -649,17 +812,26 @@ impl DistributionManager {
             .into_iter()
             .filter(|dp| dp.state == DpState::Deleting)
             .collect();
+        let mut finished = 0;
         for dp in &pending {
             tracing::info!(dp.id = %dp.id, dp.name = %dp.name, "finishing an interrupted delete");
-            self.finish_delete(dp).await?;
+            match self.delete(&dp.id, false).await {
+                Ok(_) => finished += 1,
+                Err(error) => {
+                    tracing::warn!(dp.id = %dp.id, dp.name = %dp.name, %error, "an interrupted delete cannot finish yet")
+                }
+            }
         }
-        Ok(pending.len())
+        Ok(finished)
     }
 
-    async fn finish_delete(&self, dp: &DpRecord) -> DmResult<(String, u64)> {
+    /// Deletes every object of the DP from its store (its container too, for a cloud DP); the objects deleted.
+    /// A store that never existed has nothing to delete.
+    async fn clean_store(&self, dp: &DpRecord) -> DmResult<u64> {
         let store = self.store_for(dp).await?;
-        let store_error = |error: StoreError| {
-            DmError::Unavailable(format!("cleaning the store of {}: {error}", dp.name))
+        let store_error = |error: StoreError| match error {
+            StoreError::Unavailable(_) => DmError::Unavailable(error.to_string()),
+            _ => DmError::Precondition(error.to_string()),
         };
         let objects = match store.list("").await {
             Ok(objects) => objects,
@@ -683,8 +855,16 @@ impl DistributionManager {
                 .map_err(store_error)?;
         }
         if dp.kind == DpKind::Cloud {
-            store.delete_container().await.map_err(store_error)?;
+            match store.delete_container().await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(error) => return Err(store_error(error)),
+            }
         }
+        Ok(objects.len() as u64)
+    }
+
+    /// Removes the DP's record and everything that hangs on it, and tells watchers.
+    async fn remove_record(&self, dp: &DpRecord) -> DmResult<()> {
         let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         for statement in [
             "DELETE FROM distribution_parts WHERE dp_id = ?1",
@@ -706,8 +886,8 @@ impl DistributionManager {
             ..dp.clone()
         };
         self.publish(DpChangeKind::Deleted, &deleted, now_ms());
-        tracing::info!(dp.id = %dp.id, dp.name = %dp.name, objects = objects.len(), "distribution point deleted");
-        Ok((dp.id.clone(), objects.len() as u64))
+        tracing::info!(dp.id = %dp.id, dp.name = %dp.name, "distribution point deleted");
+        Ok(())
     }
 
     /// Changes editable properties; the rest stay. One revision, one event.

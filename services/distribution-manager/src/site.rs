@@ -330,9 +330,18 @@ impl Site {
                 _ => {}
             }
         }
+        // A DP that was being deleted stays so: it never comes back to serve.
+        sqlx::query("UPDATE distribution_points SET state_reason = ?1 WHERE state = 'deleting'")
+            .bind(
+                "it was being deleted when the backup was made; finish the delete with `clouddp dp delete` \
+                 (or `--force` when its store is gone)",
+            )
+            .execute(&mut *transaction)
+            .await?;
         summary.certificates_required = u32::try_from(
             sqlx::query(
-                "UPDATE distribution_points SET state = ?1, state_reason = ?2, update_time_ms = ?3 WHERE kind = ?4",
+                "UPDATE distribution_points SET state = ?1, state_reason = ?2, update_time_ms = ?3 WHERE kind = ?4 \
+                 AND state <> 'deleting'",
             )
             .bind(DpState::CertificatesRequired.as_str())
             .bind(

@@ -484,10 +484,14 @@ impl DistributionPointService for DistributionPointGrpc {
         request: Request<pb::DeleteDistributionPointRequest>,
     ) -> Result<Response<pb::DeleteDistributionPointResponse>, Status> {
         let request = request.into_inner();
-        let (id, blobs_deleted) = self.manager.delete(&required_id(&request.id)?).await?;
+        let deleted = self
+            .manager
+            .delete(&required_id(&request.id)?, request.force)
+            .await?;
         Ok(Response::new(pb::DeleteDistributionPointResponse {
-            id,
-            blobs_deleted,
+            id: deleted.id,
+            blobs_deleted: deleted.blobs_deleted,
+            left_in_store: deleted.left_in_store,
         }))
     }
 
