@@ -338,3 +338,74 @@ async fn the_default_walkthrough_keeps_monitoring_pulling_and_alerting() {
         monitoring.unexpected_errors()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_alert_needs_a_failure_that_lasts() {
+    let mut azurite = Azurite::start().await.unwrap();
+    let mut manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
+        .await
+        .unwrap();
+    let monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring)
+            .args(["--distribution-manager", &manager.url()])
+            .env("CLOUDDP_MON__PULL__INTERVAL", "1s")
+            .env("CLOUDDP_MON__PULL__ALERT_AFTER", "4s"),
+    )
+    .await
+    .unwrap();
+    console::install_cloud_dp(&manager.url(), &monitoring.url(), &azurite, "evidence-cdp").unwrap();
+    let subscription_alerts = |monitoring: &ServiceProcess, manager: &ServiceProcess| {
+        console::json(
+            &manager.url(),
+            &monitoring.url(),
+            &["alerts", "list", "--all"],
+        )
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| alert["kind"] == "subscription")
+        .cloned()
+        .collect::<Vec<_>>()
+    };
+    // Restarts of the distribution manager: reads fail for a moment, no alert.
+    for _ in 0..3 {
+        manager.restart().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let raised = subscription_alerts(&monitoring, &manager);
+    assert!(raised.is_empty(), "a restart raised {raised:?}");
+
+    // The store goes away for good: the alert comes once the failure lasted 4 s, and says since when.
+    let stopped = Instant::now();
+    azurite.stop();
+    let alert = loop {
+        if let Some(alert) = subscription_alerts(&monitoring, &manager).pop() {
+            break alert;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "no subscription alert"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(4),
+        "raised after {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        alert["message"].as_str().unwrap().contains(" since "),
+        "{alert}"
+    );
+    azurite.restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while subscription_alerts(&monitoring, &manager)
+        .iter()
+        .any(|alert| alert["state"] != "resolved")
+    {
+        assert!(Instant::now() < deadline, "never resolved");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

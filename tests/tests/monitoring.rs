@@ -637,7 +637,8 @@ async fn a_resuming_subscriber_sees_every_event_once_across_ten_kills() {
         let monitoring = ServiceProcess::start(
             ServiceSpec::new(ServiceKind::Monitoring)
                 .args(["--distribution-manager", &manager.url()])
-                .env("CLOUDDP_MON__PULL__INTERVAL", "1s"),
+                .env("CLOUDDP_MON__PULL__INTERVAL", "1s")
+                .env("CLOUDDP_MON__PULL__ALERT_AFTER", "1s"),
         )
         .await
         .unwrap();
@@ -686,12 +687,12 @@ async fn a_resuming_subscriber_sees_every_event_once_across_ten_kills() {
         }
     }
     assert_eq!(kills, 10);
-    // The newest sequence, from a heartbeat: the subscriber must reach it.
+    // The newest sequence, from a heartbeat of a stream that matches no DP: the subscriber must reach it.
     let newest = {
         let channel = monitoring.channel();
         let mut stream = MonitoringServiceClient::new(channel)
             .subscribe_alerts(pb::SubscribeAlertsRequest {
-                after_sequence: u64::MAX - 1,
+                distribution_point_ids: vec!["no-such-dp".to_owned()],
                 heartbeat_seconds: 1,
                 ..Default::default()
             })

@@ -111,6 +111,11 @@ pub struct PullSettings {
     pub content_endpoint_ca: Option<PathBuf>,
     /// Address overrides for the probe, `host=ip,host=ip` (split DNS, tests).
     pub content_endpoint_resolve: String,
+    /// How long a DP's store must keep failing before the subscription alert is raised (as Alertmanager's
+    /// `for:`): one failed read, a restart of the distribution manager or a container that an install or delete
+    /// is creating or removing raises nothing. `15m` by default.
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub alert_after: Duration,
 }
 
 impl Default for PullSettings {
@@ -124,6 +129,7 @@ impl Default for PullSettings {
             content_endpoint_port: 443,
             content_endpoint_ca: None,
             content_endpoint_resolve: String::new(),
+            alert_after: Duration::from_secs(15 * 60),
         }
     }
 }

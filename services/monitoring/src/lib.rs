@@ -78,6 +78,7 @@ pub async fn run(
         } else {
             None
         },
+        pull.alert_after,
     ));
     let pull_task = supervisor.spawn("pull", shutdown.clone(), {
         let (puller, shutdown) = (puller.clone(), shutdown.clone());

@@ -46,6 +46,10 @@ pub struct Puller {
     log_max_bytes: u64,
     clock_offset_ms: i64,
     probe: Option<Probe>,
+    /// How long a store must keep failing before the subscription alert.
+    alert_after_ms: i64,
+    /// Since when each failing DP's store has failed (this service's clock).
+    failing_since: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// The content endpoint health probe.
@@ -134,6 +138,7 @@ impl Puller {
         log_max_bytes: u64,
         clock_offset: Duration,
         probe: Option<Probe>,
+        alert_after: Duration,
     ) -> Self {
         Self {
             pool,
@@ -145,7 +150,15 @@ impl Puller {
             log_max_bytes,
             clock_offset_ms: i64::try_from(clock_offset.as_millis()).unwrap_or(0),
             probe,
+            alert_after_ms: i64::try_from(alert_after.as_millis()).unwrap_or(i64::MAX),
+            failing_since: std::sync::Mutex::default(),
         }
+    }
+
+    fn failing_since_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The service's clock (moved forward by the configured offset).
@@ -215,25 +228,38 @@ impl Puller {
                     tracing::warn!(%error, "cannot resolve the alerts of deleted distribution points");
                 }
             }
-            for dp in dps
-                .iter()
-                .filter(|dp| dp.kind == "cloud" && dp.state != "deleting")
-            {
+            for dp in dps.iter().filter(|dp| {
+                dp.kind == "cloud" && dp.state != "deleting" && dp.state != "provisioning"
+            }) {
                 if shutdown.is_cancelled() {
                     return;
                 }
                 match self.pull(dp).await {
-                    Ok(report) => tracing::debug!(dp.name = %dp.name, ?report, "usage pulled"),
+                    Ok(report) => {
+                        self.failing_since_lock().remove(&dp.id);
+                        tracing::debug!(dp.name = %dp.name, ?report, "usage pulled");
+                    }
                     Err(error) => {
-                        tracing::warn!(dp.name = %dp.name, %error, "usage pull failed");
+                        let now = self.now();
+                        let since = *self
+                            .failing_since_lock()
+                            .entry(dp.id.clone())
+                            .or_insert(now);
+                        let failing_ms = now - since;
+                        if failing_ms < self.alert_after_ms {
+                            tracing::warn!(dp.name = %dp.name, %error, failing_ms, "usage pull failed; alerting if it goes on");
+                            continue;
+                        }
+                        tracing::warn!(dp.name = %dp.name, %error, failing_ms, "usage pull failed");
                         let finding = Finding {
                             dp_id: dp.id.clone(),
                             dp_name: dp.name.clone(),
                             kind: AlertKind::Subscription,
                             severity: Some(Severity::Critical),
                             message: format!(
-                                "cannot read the usage of {} from its store: {error}; check the subscription, the storage account and its credential",
-                                dp.name
+                                "cannot read the usage of {} from its store since {}: {error}; check the subscription, the storage account and its credential",
+                                dp.name,
+                                clouddp_core::time::rfc3339_ms(since)
                             ),
                             threshold_bytes: 0,
                             level_percent: 0,
