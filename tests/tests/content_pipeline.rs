@@ -541,6 +541,78 @@ async fn the_five_rules_refuse_cloud_dps_before_any_byte_moves() {
     .unwrap();
     assert_eq!(accepted[0]["state"], "success", "{accepted}");
 
+    // Through a group, the cloud member is skipped with its rule and the on-premises member gets the content.
+    ok(
+        &manager,
+        &[
+            "group",
+            "create",
+            "mixed",
+            "--dp",
+            "rules-cdp",
+            "--dp",
+            "onprem-1",
+        ],
+    );
+    let through_group = run(
+        &manager,
+        &[
+            "content",
+            "distribute",
+            "multicast-boot",
+            "--group",
+            "mixed",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(through_group.code, 0, "{through_group:?}");
+    assert!(
+        through_group
+            .stderr
+            .contains("skipped group member rules-cdp")
+            && through_group
+                .stderr
+                .contains("multicast-enabled content cannot be hosted"),
+        "{through_group:?}"
+    );
+    let queued = through_group.json().unwrap();
+    assert_eq!(queued.as_array().unwrap().len(), 1, "{queued}");
+    assert_eq!(queued[0]["distribution_point"], "onprem-1", "{queued}");
+    // A cloud DP joining a group that holds such content is skipped for it too.
+    ok(
+        &manager,
+        &["group", "create", "boot-group", "--dp", "onprem-1"],
+    );
+    ok(
+        &manager,
+        &[
+            "content",
+            "distribute",
+            "run-from-dp",
+            "--group",
+            "boot-group",
+        ],
+    );
+    ok(
+        &manager,
+        &["group", "add", "boot-group", "--dp", "rules-cdp"],
+    );
+    let status = ok(
+        &manager,
+        &["content", "status", "run-from-dp", "-o", "json"],
+    )
+    .json()
+    .unwrap();
+    assert!(
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|job| job["distribution_point"] == "onprem-1"),
+        "{status}"
+    );
+
     let pull = run(
         &manager,
         &[

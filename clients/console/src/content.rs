@@ -479,7 +479,7 @@ pub async fn run(
             groups,
             wait,
         } => {
-            let jobs = client
+            let answer = client
                 .distribute_content(pb::DistributeContentRequest {
                     content_id: id.clone(),
                     distribution_point_ids: dps,
@@ -487,8 +487,14 @@ pub async fn run(
                 })
                 .await
                 .map_err(fail)?
-                .into_inner()
-                .jobs;
+                .into_inner();
+            for skipped in &answer.skipped {
+                eprintln!(
+                    "clouddp: skipped group member {}: {}",
+                    skipped.distribution_point_name, skipped.reason
+                );
+            }
+            let jobs = answer.jobs;
             if wait {
                 let content_id = jobs.first().map(|job| job.content_id.clone()).unwrap_or(id);
                 if !wait_for(&mut client, endpoints, &content_id, &jobs, output).await? {

@@ -59,6 +59,37 @@ impl Default for DistributorSettings {
     }
 }
 
+/// The targets of a distribution request.
+#[derive(Debug, Default)]
+struct Targets {
+    /// DPs the request names.
+    named: Vec<DpRecord>,
+    /// Members of the groups it names that it does not name itself.
+    members: Vec<DpRecord>,
+    /// The groups.
+    group_ids: Vec<String>,
+}
+
+/// A group member a distribution skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The DP.
+    pub dp_id: String,
+    /// Its name.
+    pub dp_name: String,
+    /// The rule of the reference it breaks.
+    pub reason: String,
+}
+
+/// What a distribution request queued and skipped.
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    /// One job per target, in its state now.
+    pub jobs: Vec<JobStatus>,
+    /// Group members that may not hold the content.
+    pub skipped: Vec<Skipped>,
+}
+
 /// The error a cancelled job shows.
 pub const CANCELLED: &str = "cancelled by an administrator";
 
@@ -264,18 +295,20 @@ impl Distributor {
         self.events.subscribe()
     }
 
-    /// The DPs named directly and through groups (each once), and the ids of the groups.
+    /// The DPs named directly, the other members of the groups (each DP once), and the ids of the groups.
     async fn resolve_targets(
         &self,
         dp_refs: &[String],
         group_refs: &[String],
-    ) -> DmResult<(Vec<DpRecord>, Vec<String>)> {
-        let mut targets: Vec<DpRecord> = Vec::new();
-        let mut group_ids = Vec::new();
-        let mut member_ids: Vec<String> = Vec::new();
+    ) -> DmResult<Targets> {
+        let mut targets = Targets::default();
         for reference in dp_refs {
-            member_ids.push(self.manager.get(reference.trim()).await?.id);
+            let dp = self.manager.get(reference.trim()).await?;
+            if !targets.named.iter().any(|known| known.id == dp.id) {
+                targets.named.push(dp);
+            }
         }
+        let mut member_ids: Vec<String> = Vec::new();
         for reference in group_refs {
             let group_id: String =
                 sqlx::query_scalar("SELECT id FROM dp_groups WHERE id = ?1 OR name = ?1")
@@ -293,25 +326,30 @@ impl Distributor {
                     .fetch_all(self.pool())
                     .await?;
             member_ids.extend(members);
-            group_ids.push(group_id);
+            targets.group_ids.push(group_id);
         }
         for id in member_ids {
-            if !targets.iter().any(|known| known.id == id) {
-                targets.push(self.manager.get(&id).await?);
+            let known = targets
+                .named
+                .iter()
+                .chain(&targets.members)
+                .any(|dp| dp.id == id);
+            if !known {
+                targets.members.push(self.manager.get(&id).await?);
             }
         }
-        Ok((targets, group_ids))
+        Ok(targets)
     }
 
     /// Distributes `content_ref` to DPs and to the members of groups. Every target is checked against the
-    /// reference's rules first: one violation refuses the whole request and nothing is queued or written.
+    /// reference's rules first: a DP named directly that may not hold the content refuses the whole request
+    /// (nothing is queued or written); a group member that may not is skipped, with the rule it breaks.
     pub async fn distribute(
         &self,
         content_ref: &str,
         dp_refs: &[String],
         group_refs: &[String],
-    ) -> DmResult<Vec<JobStatus>> {
-        let content = content::get(self.pool(), content_ref).await?;
+    ) -> DmResult<Distribution> {
         if dp_refs.is_empty() && group_refs.is_empty() {
             return Err(clouddp_core::ValidationError::new(
                 "distribution_point_ids",
@@ -319,8 +357,14 @@ impl Distributor {
             )
             .into());
         }
-        let (targets, group_ids) = self.resolve_targets(dp_refs, group_refs).await?;
-        for dp in &targets {
+        let content = content::get(self.pool(), content_ref).await?;
+        let targets = self.resolve_targets(dp_refs, group_refs).await?;
+        self.queue(&content, targets).await
+    }
+
+    /// Queues a job per allowed target of `targets`; see [`Self::distribute`].
+    async fn queue(&self, content: &ContentRecord, targets: Targets) -> DmResult<Distribution> {
+        for dp in &targets.named {
             check_placement(content.content_type, &content.flags, dp.kind).map_err(|rule| {
                 DmError::Precondition(format!(
                     "cannot distribute {} to {}: {rule}",
@@ -328,6 +372,27 @@ impl Distributor {
                 ))
             })?;
         }
+        let Targets {
+            named,
+            members,
+            group_ids,
+        } = targets;
+        let mut skipped = Vec::new();
+        let mut allowed = named;
+        for dp in members {
+            match check_placement(content.content_type, &content.flags, dp.kind) {
+                Ok(()) => allowed.push(dp),
+                Err(rule) => skipped.push(Skipped {
+                    dp_id: dp.id,
+                    dp_name: dp.name,
+                    reason: rule.to_string(),
+                }),
+            }
+        }
+        for skip in &skipped {
+            tracing::info!(content = %content.id, dp.name = %skip.dp_name, reason = %skip.reason, "group member skipped");
+        }
+        let targets = allowed;
         let bytes_total = content.layout()?.sealed_len();
         let now = now_ms();
         let mut transaction = clouddp_platform::db::write_transaction(self.pool()).await?;
@@ -360,9 +425,9 @@ impl Distributor {
             let _ = self.events.send(job.clone());
             jobs.push(job);
         }
-        tracing::info!(content = %content.id, targets = jobs.len(), "distribution queued");
+        tracing::info!(content = %content.id, targets = jobs.len(), skipped = skipped.len(), "distribution queued");
         self.wake.notify_one();
-        Ok(jobs)
+        Ok(Distribution { jobs, skipped })
     }
 
     /// Queues a full re-transfer of `content_ref` to DPs (every DP with a job when `dp_refs` is empty).
@@ -1051,12 +1116,16 @@ impl Distributor {
         .bind(group_id)
         .fetch_all(self.pool())
         .await?;
+        let dp = self.manager.get(dp_id).await?;
         let mut jobs = Vec::new();
         for content_version_id in contents {
-            jobs.extend(
-                self.distribute(&content_version_id, &[dp_id.to_owned()], &[])
-                    .await?,
-            );
+            let content = content::get(self.pool(), &content_version_id).await?;
+            // The new member is one of the group's: content it may not hold is skipped, not refused.
+            let targets = Targets {
+                members: vec![dp.clone()],
+                ..Targets::default()
+            };
+            jobs.extend(self.queue(&content, targets).await?.jobs);
         }
         Ok(jobs)
     }

@@ -192,7 +192,7 @@ impl ContentService for ContentGrpc {
         request: Request<pb::DistributeContentRequest>,
     ) -> Result<Response<pb::DistributeContentResponse>, Status> {
         let request = request.into_inner();
-        let jobs = self
+        let distribution = self
             .distributor
             .distribute(
                 &required("content_id", &request.content_id)?,
@@ -201,7 +201,16 @@ impl ContentService for ContentGrpc {
             )
             .await?;
         Ok(Response::new(pb::DistributeContentResponse {
-            jobs: jobs.iter().map(job_to_pb).collect(),
+            jobs: distribution.jobs.iter().map(job_to_pb).collect(),
+            skipped: distribution
+                .skipped
+                .into_iter()
+                .map(|skip| pb::SkippedDistributionPoint {
+                    distribution_point_id: skip.dp_id,
+                    distribution_point_name: skip.dp_name,
+                    reason: skip.reason,
+                })
+                .collect(),
         }))
     }
 
@@ -219,6 +228,7 @@ impl ContentService for ContentGrpc {
             .await?;
         Ok(Response::new(pb::DistributeContentResponse {
             jobs: jobs.iter().map(job_to_pb).collect(),
+            skipped: Vec::new(),
         }))
     }
 
