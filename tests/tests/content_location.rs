@@ -574,7 +574,32 @@ async fn every_location_rule_with_its_reasons() {
         .await
         .unwrap_err();
     assert_eq!(none.code(), tonic::Code::FailedPrecondition);
-    assert!(none.message().contains("is No"), "{none:?}");
+    // The device hears a short reason and no names of the site's DPs.
+    assert!(
+        none.message()
+            .contains("cloud access is not allowed for this device"),
+        "{none:?}"
+    );
+    assert!(
+        !["onprem-a", "onprem-b", "edge", "cdp-1", "cdp-2"]
+            .iter()
+            .any(|name| none.message().contains(name)),
+        "{none:?}"
+    );
+    // The agent prints it.
+    let refused = site.agent(
+        "no-fallback",
+        &["--device", "laptop-no", "--ip", "10.9.9.9"],
+        &site.work.path().join("refused"),
+    );
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    let printed = String::from_utf8_lossy(&refused.stdout).into_owned()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        printed.contains("cloud access is not allowed for this device"),
+        "{printed}"
+    );
+
     let bad_ip = site
         .locate("laptop-yes", "", "10.1.2", false, "fallback")
         .await

@@ -119,6 +119,10 @@ pub fn locate(
         for decision in &mut decisions {
             if decision.tier == Some(Tier::Cloud) {
                 decision.tier = None;
+                // Its first-pass reason assumed no internet-facing DP had the content: it no longer holds.
+                decision
+                    .reasons
+                    .retain(|reason| !reason.starts_with("cloud: "));
                 decision.reasons.push(
                     "left out: an internet-facing DP has the content, and internet clients offered one never fall back to a cloud DP"
                         .to_owned(),
@@ -187,6 +191,33 @@ pub fn locate(
         *slot = (index, Tier::Cloud);
     }
     (ordered, decisions)
+}
+
+/// Why no location is offered, in words fit for the device's user: no DP names, no site details (the per-DP
+/// explanation is for administrators). Meant for when [`locate`] ordered nothing.
+pub fn device_reason(request: &Request, candidates: &[Candidate]) -> &'static str {
+    let with_content: Vec<&Candidate> = candidates.iter().filter(|dp| dp.has_content).collect();
+    if with_content.is_empty() {
+        return "the content is not on any distribution point yet";
+    }
+    let serving: Vec<&&Candidate> = with_content
+        .iter()
+        .filter(|dp| dp.state == DpState::Ready)
+        .collect();
+    if serving.is_empty() {
+        return "the distribution points that have the content are not serving now";
+    }
+    let has_cloud = serving.iter().any(|dp| dp.kind == DpKind::Cloud);
+    if has_cloud && request.task_sequence_when_needed {
+        return "this task sequence downloads content when needed, which never uses a cloud distribution point";
+    }
+    if has_cloud && request.cloud_allowed.is_err() {
+        return "cloud access is not allowed for this device";
+    }
+    match request.network {
+        Network::Intranet => "no distribution point in your boundary group has the content",
+        Network::Internet => "no distribution point reachable from the internet has the content",
+    }
 }
 
 /// Decides one DP on its own: its tier, or `None` with the reason.
@@ -347,6 +378,39 @@ mod tests {
     }
 
     #[test]
+    fn the_device_hears_a_short_reason_without_dp_names() {
+        let candidates = site();
+        let mut denied = request(Network::Intranet);
+        denied.cloud_allowed = Err("the client setting for the device is No".to_owned());
+        let mut only_cloud = candidates.clone();
+        for dp in &mut only_cloud {
+            dp.has_content = dp.kind == DpKind::Cloud;
+        }
+        assert_eq!(
+            device_reason(&denied, &only_cloud),
+            "cloud access is not allowed for this device"
+        );
+        let mut nowhere = candidates.clone();
+        for dp in &mut nowhere {
+            dp.has_content = false;
+        }
+        assert_eq!(
+            device_reason(&denied, &nowhere),
+            "the content is not on any distribution point yet"
+        );
+        let mut remote_only = candidates;
+        for dp in &mut remote_only {
+            dp.has_content = dp.kind == DpKind::OnPremises && !dp.preferred;
+        }
+        let mut no_fallback = request(Network::Intranet);
+        no_fallback.allow_remote_fallback = false;
+        assert_eq!(
+            device_reason(&no_fallback, &remote_only),
+            "no distribution point in your boundary group has the content"
+        );
+    }
+
+    #[test]
     fn internet_clients_use_internet_dps_and_then_never_cloud() {
         let candidates = site();
         let (ordered, decisions) = locate(&request(Network::Internet), &candidates, |_| {});
@@ -356,6 +420,10 @@ mod tests {
                 .reasons
                 .iter()
                 .any(|reason| reason.contains("never fall back to a cloud DP"))
+                && !decisions[2]
+                    .reasons
+                    .iter()
+                    .any(|reason| reason.contains("no internet-facing DP has the content"))
         );
         assert!(decisions[1].reasons[0].contains("not reachable from the internet"));
         let mut without_edge = site();

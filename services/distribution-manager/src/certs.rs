@@ -180,6 +180,27 @@ pub fn describe(kind: CertKind, der: &[u8]) -> Result<CertInfo, String> {
     })
 }
 
+/// Why a certificate cannot serve TLS for a content endpoint, if it cannot: a CA certificate (clients refuse it
+/// as a server's), one whose extended key usage leaves out server authentication, or one without a common name.
+fn unfit_for_serving(der: &[u8]) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Ok(Some(constraints)) = certificate.basic_constraints()
+        && constraints.value.ca
+    {
+        return Some("it is a CA certificate (basic constraints CA:TRUE)".to_owned());
+    }
+    if let Ok(Some(usage)) = certificate.extended_key_usage()
+        && !usage.value.server_auth
+        && !usage.value.any
+    {
+        return Some(
+            "its extended key usage does not include TLS server authentication".to_owned(),
+        );
+    }
+    let has_common_name = certificate.subject().iter_common_name().next().is_some();
+    (!has_common_name).then(|| "its subject has no common name (the service FQDN)".to_owned())
+}
+
 /// Checks a chain and key: the leaf parses, is valid at `now_ms`, and the key is the leaf's key.
 fn check(
     kind: CertKind,
@@ -218,6 +239,17 @@ fn check(
                 "the certificate {:?} expired on {}; import a current one",
                 info.subject,
                 clouddp_platform::clock::rfc3339(info.not_after_ms)
+            ),
+        ));
+    }
+    if kind == CertKind::Service
+        && let Some(problem) = unfit_for_serving(leaf)
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "the certificate {:?} cannot be a service certificate: {problem}; use a TLS server certificate issued for the service FQDN",
+                info.subject
             ),
         ));
     }
@@ -544,6 +576,29 @@ fn decode_info(row: &sqlx::sqlite::SqliteRow) -> DmResult<CertInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_certificate_or_a_client_only_one_is_no_service_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["cdp.contoso.com".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cdp.contoso.com");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let problem = unfit_for_serving(ca.der()).unwrap();
+        assert!(problem.contains("CA:TRUE"), "{problem}");
+
+        params.is_ca = rcgen::IsCa::NoCa;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = params.self_signed(&key).unwrap();
+        let problem = unfit_for_serving(client.der()).unwrap();
+        assert!(problem.contains("server authentication"), "{problem}");
+
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let server = params.self_signed(&key).unwrap();
+        assert_eq!(unfit_for_serving(server.der()), None);
+    }
 
     fn self_signed(common_name: &str, not_after_days: i64) -> (String, String) {
         let mut params = rcgen::CertificateParams::new(vec![common_name.to_owned()]).unwrap();

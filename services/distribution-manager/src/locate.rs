@@ -444,18 +444,15 @@ impl Locator {
             })
             .collect();
         if locations.is_empty() {
+            // The device hears a short reason; the per-DP explanation is for administrators (and the log).
             let summary: Vec<String> = decisions
                 .iter()
                 .map(|decision| format!("{}: {}", decision.dp_name, decision.reasons.join("; ")))
                 .collect();
+            tracing::info!(device, content = %content.id, decisions = %summary.join(" | "), "no location for a device");
             return Err(DmError::Precondition(format!(
-                "no distribution point may serve {} to device {device}: {}",
-                content.id,
-                if summary.is_empty() {
-                    "there are no distribution points".to_owned()
-                } else {
-                    summary.join(" | ")
-                }
+                "no distribution point may serve this content to this device: {}",
+                location::device_reason(&rules, &candidates)
             )));
         }
         tracing::debug!(device, deployment = %deployment.id, locations = locations.len(), "content located");
