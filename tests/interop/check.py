@@ -118,6 +118,28 @@ def run(args):
         got = code_of(call)
         check(f"{name} is INVALID_ARGUMENT", got == invalid, got)
 
+    # One rule for codes: a missing id is INVALID_ARGUMENT, an unknown referenced DP is NOT_FOUND, a duplicate
+    # deployment name is ALREADY_EXISTS.
+    policy = load("client_policy_pb2")
+    policy_grpc = load("client_policy_pb2_grpc")
+    policy_client = policy_grpc.ClientPolicyServiceStub(dm)
+    for name, call, expected in [
+        ("GetGroup id=''", lambda: dps_grpc.DistributionPointGroupServiceStub(dm).GetGroup(
+            dps.GetGroupRequest(id=""), timeout=10), invalid),
+        ("GetAlert id=''", lambda: mon_client.GetAlert(mon.GetAlertRequest(id=""), timeout=10), invalid),
+        ("GetDistributionPoint id=''", lambda: dp_client.GetDistributionPoint(
+            dps.GetDistributionPointRequest(id=""), timeout=10), invalid),
+        ("CreateBoundaryGroup with an unknown DP", lambda: policy_client.CreateBoundaryGroup(
+            policy.CreateBoundaryGroupRequest(boundary_group=policy.BoundaryGroup(
+                name="interop-bg", subnets=["10.9.0.0/16"], distribution_point_ids=["no-such-dp"])), timeout=10),
+         grpc.StatusCode.NOT_FOUND),
+        ("CreateDeployment of unknown content", lambda: policy_client.CreateDeployment(
+            policy.CreateDeploymentRequest(deployment=policy.Deployment(content_id="no-such-content")), timeout=10),
+         grpc.StatusCode.NOT_FOUND),
+    ]:
+        got = code_of(call)
+        check(f"{name} is {expected.name}", got == expected, got)
+
     # A cursor ahead of the newest event is OUT_OF_RANGE, not an endless run of heartbeats.
     got = code_of(lambda: next(mon_client.SubscribeAlerts(
         mon.SubscribeAlertsRequest(after_sequence=10**12, heartbeat_seconds=1), timeout=10)))

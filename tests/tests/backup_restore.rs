@@ -306,7 +306,9 @@ async fn backup_then_restore_on_an_empty_site_with_the_same_key() {
     let waiting = locate().await.unwrap_err();
     assert_eq!(waiting.code(), tonic::Code::FailedPrecondition);
     assert!(
-        waiting.message().contains("certificates required"),
+        waiting
+            .message()
+            .contains("the distribution points that have the content are not serving now"),
         "{waiting:?}"
     );
 

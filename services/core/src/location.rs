@@ -200,19 +200,24 @@ pub fn device_reason(request: &Request, candidates: &[Candidate]) -> &'static st
     if with_content.is_empty() {
         return "the content is not on any distribution point yet";
     }
-    let serving: Vec<&&Candidate> = with_content
+    let not_serving = "the distribution points that have the content are not serving now";
+    let clouds: Vec<&&Candidate> = with_content
         .iter()
-        .filter(|dp| dp.state == DpState::Ready)
+        .filter(|dp| dp.kind == DpKind::Cloud)
         .collect();
-    if serving.is_empty() {
-        return "the distribution points that have the content are not serving now";
+    if !clouds.is_empty() {
+        if request.task_sequence_when_needed {
+            return "this task sequence downloads content when needed, which never uses a cloud distribution point";
+        }
+        if request.cloud_allowed.is_err() {
+            return "cloud access is not allowed for this device";
+        }
+        if clouds.iter().all(|dp| dp.state != DpState::Ready) {
+            return not_serving;
+        }
     }
-    let has_cloud = serving.iter().any(|dp| dp.kind == DpKind::Cloud);
-    if has_cloud && request.task_sequence_when_needed {
-        return "this task sequence downloads content when needed, which never uses a cloud distribution point";
-    }
-    if has_cloud && request.cloud_allowed.is_err() {
-        return "cloud access is not allowed for this device";
+    if with_content.iter().all(|dp| dp.state != DpState::Ready) {
+        return not_serving;
     }
     match request.network {
         Network::Intranet => "no distribution point in your boundary group has the content",

@@ -356,8 +356,19 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> DmResult<ContentRecord> {
     })
 }
 
+/// An empty content reference is a missing argument (INVALID_ARGUMENT), never "not found".
+fn required_reference(reference: &str) -> DmResult<()> {
+    if reference.trim().is_empty() {
+        return Err(
+            clouddp_core::ValidationError::new("content_id", "give a content id or name").into(),
+        );
+    }
+    Ok(())
+}
+
 /// One content version by `<content_id>@<version>`, content id (latest) or name (latest).
 pub async fn get(pool: &SqlitePool, id: &str) -> DmResult<ContentRecord> {
+    required_reference(id)?;
     let row = sqlx::query(
         "SELECT * FROM content_versions WHERE id = ?1 OR content_id = ?1 OR name = ?1 \
          ORDER BY (id = ?1) DESC, version DESC LIMIT 1",
@@ -393,6 +404,7 @@ fn modified_ns(metadata: &std::fs::Metadata) -> i64 {
 
 /// The id (`<content_id>@<version>`) a reference names, without reading the manifest.
 pub async fn resolve_id(pool: &SqlitePool, reference: &str) -> DmResult<String> {
+    required_reference(reference)?;
     sqlx::query_scalar(
         "SELECT id FROM content_versions WHERE id = ?1 OR content_id = ?1 OR name = ?1 \
          ORDER BY (id = ?1) DESC, version DESC LIMIT 1",

@@ -54,6 +54,13 @@ pub async fn create(pool: &SqlitePool, name: &str, description: &str) -> DmResul
 
 /// One group by id or name.
 pub async fn get(pool: &SqlitePool, reference: &str) -> DmResult<GroupRecord> {
+    if reference.trim().is_empty() {
+        return Err(clouddp_core::ValidationError::new(
+            "id",
+            "give a distribution point group id or name",
+        )
+        .into());
+    }
     let row = sqlx::query("SELECT * FROM dp_groups WHERE id = ?1 OR name = ?1")
         .bind(reference.trim())
         .fetch_optional(pool)

@@ -317,10 +317,9 @@ impl Policy {
                     .fetch_optional(&self.pool)
                     .await?
                     .ok_or_else(|| {
-                        ValidationError::new(
-                            "boundary_group.distribution_point_ids",
-                            format!("no distribution point has the id or name {dp:?}"),
-                        )
+                        DmError::NotFound(format!(
+                            "boundary_group.distribution_point_ids: no distribution point has the id or name {dp:?}"
+                        ))
                     })?;
             if row.get::<String, _>("kind") == "cloud" {
                 return Err(ValidationError::new(
@@ -393,21 +392,55 @@ impl Policy {
 
     /// Creates a deployment of an existing content version.
     pub async fn create_deployment(&self, deployment: Deployment) -> DmResult<Deployment> {
+        if deployment.content_version_id.trim().is_empty() {
+            return Err(ValidationError::new(
+                "deployment.content_id",
+                "give the content to deploy",
+            )
+            .into());
+        }
         let content_version_id =
-            crate::content::resolve_id(&self.pool, deployment.content_version_id.trim())
-                .await
-                .map_err(|error| match error {
-                    DmError::NotFound(message) => {
-                        ValidationError::new("deployment.content_id", message).into()
-                    }
-                    other => other,
-                })?;
-        let name = if deployment.name.trim().is_empty() {
-            content_version_id.clone()
+            crate::content::resolve_id(&self.pool, deployment.content_version_id.trim()).await?;
+        let given_name = if deployment.name.trim().is_empty() {
+            None
         } else {
-            validate::display_name_free("deployment.name", &deployment.name)?
+            Some(validate::display_name_free(
+                "deployment.name",
+                &deployment.name,
+            )?)
         };
         let id = format!("dep-{}", uuid::Uuid::new_v4());
+        let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+        let taken = |name: String| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM deployments WHERE name = ?1 COLLATE NOCASE",
+            )
+            .bind(name)
+        };
+        let name = match given_name {
+            Some(name) => {
+                if taken(name.clone()).fetch_one(&mut *transaction).await? > 0 {
+                    return Err(DmError::AlreadyExists(format!(
+                        "a deployment named {name:?} exists already; choose another name"
+                    )));
+                }
+                name
+            }
+            // Unnamed: the content's id, numbered when another deployment has it already.
+            None => {
+                let mut candidate = content_version_id.clone();
+                let mut number = 1;
+                while taken(candidate.clone())
+                    .fetch_one(&mut *transaction)
+                    .await?
+                    > 0
+                {
+                    number += 1;
+                    candidate = format!("{content_version_id} #{number}");
+                }
+                candidate
+            }
+        };
         sqlx::query(
             "INSERT INTO deployments (id, content_version_id, name, allow_remote_fallback, task_sequence_mode, \
              cloud_selection, create_time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -422,8 +455,9 @@ impl Policy {
             CloudSelection::Nearest => "nearest",
         })
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         self.touch();
         tracing::info!(deployment.id = %id, content = %content_version_id, "deployment created");
         self.get_deployment(&id).await

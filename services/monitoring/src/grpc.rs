@@ -65,6 +65,7 @@ impl MonitoringGrpc {
     }
 
     async fn open_alert(&self, id: &str) -> Result<Alert, Status> {
+        required_alert_id(id)?;
         let alert = self
             .alerts
             .get(id.trim())
@@ -187,6 +188,7 @@ impl MonitoringService for MonitoringGrpc {
         request: Request<pb::GetAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
         let id = request.into_inner().id;
+        required_alert_id(&id)?;
         let alert = self
             .alerts
             .get(id.trim())
@@ -440,6 +442,14 @@ async fn feed(
             }
         }
     }
+}
+
+/// An empty alert id is a missing argument, as everywhere: INVALID_ARGUMENT, not NOT_FOUND.
+fn required_alert_id(id: &str) -> Result<(), Status> {
+    if id.trim().is_empty() {
+        return Err(Status::invalid_argument("id: give an alert id (`alert-…`)"));
+    }
+    Ok(())
 }
 
 fn not_found(id: &str) -> Status {
