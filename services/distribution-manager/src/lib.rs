@@ -39,6 +39,10 @@ pub use dp::DistributionManager;
 /// The database migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The largest request the client policy service takes: client settings with 100,000 device ids of 255
+/// characters.
+pub const CLIENT_POLICY_MAX_REQUEST: usize = 32 << 20;
+
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "distribution-manager.db";
 
@@ -168,6 +172,7 @@ pub async fn run(
                 pool.clone(),
                 manager.generation().clone(),
             )))
+            .max_decoding_message_size(CLIENT_POLICY_MAX_REQUEST)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip),
         )

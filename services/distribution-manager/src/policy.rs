@@ -111,7 +111,19 @@ pub struct Deployment {
 }
 
 fn principal_list(field: &'static str, values: &[String]) -> DmResult<Vec<String>> {
+    if values.len() > MAX_PRINCIPALS {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{} names given; at most {MAX_PRINCIPALS} per client settings",
+                values.len()
+            ),
+        )
+        .into());
+    }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
+    let mut seen: std::collections::HashSet<String> =
+        std::collections::HashSet::with_capacity(values.len());
     for value in values {
         let value = value.trim();
         if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
@@ -121,12 +133,15 @@ fn principal_list(field: &'static str, values: &[String]) -> DmResult<Vec<String
             )
             .into());
         }
-        if !out.iter().any(|seen| seen.eq_ignore_ascii_case(value)) {
+        if seen.insert(value.to_ascii_lowercase()) {
             out.push(value.to_owned());
         }
     }
     Ok(out)
 }
+
+/// The most device (or user) names one client settings object is assigned.
+pub const MAX_PRINCIPALS: usize = 100_000;
 
 /// Client policy in SQLite.
 #[derive(Debug, Clone)]
@@ -177,6 +192,7 @@ impl Policy {
             )
             .into());
         }
+        let write_started = std::time::Instant::now();
         let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         sqlx::query(
             "INSERT INTO client_settings (id, name, priority, allow_cloud_devices, allow_cloud_users, update_time_ms) \
@@ -196,21 +212,33 @@ impl Policy {
             .bind(&id)
             .execute(&mut *transaction)
             .await?;
+        // One statement per kind, the names passed as one JSON array: 100,000 names are one round trip.
         for (kind, principals) in [("device", &devices), ("user", &users)] {
-            for principal in principals {
-                sqlx::query(
-                    "INSERT INTO client_settings_assignments (settings_id, principal_kind, principal) VALUES (?1, ?2, ?3)",
-                )
-                .bind(&id)
-                .bind(kind)
-                .bind(principal)
-                .execute(&mut *transaction)
-                .await?;
+            if principals.is_empty() {
+                continue;
             }
+            let names = serde_json::to_string(principals)
+                .map_err(|error| DmError::Internal(error.to_string()))?;
+            sqlx::query(
+                "INSERT INTO client_settings_assignments (settings_id, principal_kind, principal) \
+                 SELECT ?1, ?2, value FROM json_each(?3)",
+            )
+            .bind(&id)
+            .bind(kind)
+            .bind(names)
+            .execute(&mut *transaction)
+            .await?;
         }
         transaction.commit().await?;
         self.touch();
-        tracing::info!(settings.id = %id, settings.name = %name, created = creating, "client settings saved");
+        tracing::info!(
+            settings.id = %id,
+            settings.name = %name,
+            created = creating,
+            assignments = devices.len() + users.len(),
+            write_ms = write_started.elapsed().as_millis(),
+            "client settings saved"
+        );
         self.get_settings(&id).await
     }
 
