@@ -45,6 +45,8 @@ pub struct ServiceSpec {
     pub tls: bool,
     /// True when listening is enough to count as started (health may still say NOT_SERVING).
     pub listening_is_ready: bool,
+    /// The data directory, when not a fresh one of the test's.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl ServiceSpec {
@@ -57,6 +59,7 @@ impl ServiceSpec {
             allowed_errors: Vec::new(),
             tls: false,
             listening_is_ready: false,
+            data_dir: None,
         }
     }
 
@@ -79,6 +82,12 @@ impl ServiceSpec {
     /// Expects ERROR lines (and panics) containing `text`: they do not fail the test.
     pub fn allow_error(mut self, text: &str) -> Self {
         self.allowed_errors.push(text.to_owned());
+        self
+    }
+
+    /// Keeps the data in `dir` (a small file system, say).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
         self
     }
 
@@ -117,7 +126,10 @@ impl ServiceProcess {
             .prefix(&format!("{}-", spec.kind.binary()))
             .tempdir()?;
         let mut service = Self {
-            data_dir: dir.path().join("data"),
+            data_dir: spec
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("data")),
             log_path: dir.path().join("service.log"),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             content_addr: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -246,6 +246,18 @@ pub struct Distributor {
     buffers: BufferPool,
     /// This run of the process: what it writes into the jobs it claims.
     run_id: String,
+    /// Outcomes of jobs that the database could not take yet, shown over the stored status until it can.
+    unrecorded: Mutex<HashMap<(String, String), Unrecorded>>,
+}
+
+/// A job's outcome waiting to be recorded.
+#[derive(Debug, Clone)]
+struct Unrecorded {
+    state: JobState,
+    attempts: u32,
+    error: String,
+    next_attempt_ms: i64,
+    why: String,
 }
 
 fn job_key(content_version_id: &str, dp_id: &str) -> (String, String) {
@@ -283,6 +295,7 @@ impl Distributor {
             running: Mutex::new(HashMap::new()),
             buffers: BufferPool::new(settings.part_concurrency + settings.job_concurrency),
             run_id: uuid::Uuid::new_v4().to_string(),
+            unrecorded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -624,7 +637,24 @@ impl Distributor {
         .bind(dp_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(decode_job).collect()
+        let mut jobs = rows.iter().map(decode_job).collect::<DmResult<Vec<_>>>()?;
+        self.overlay_unrecorded(&mut jobs);
+        Ok(jobs)
+    }
+
+    /// Shows, over what the database holds, the outcomes it could not take yet (a full disk).
+    fn overlay_unrecorded(&self, jobs: &mut [JobStatus]) {
+        let Ok(unrecorded) = self.unrecorded.lock() else {
+            return;
+        };
+        for job in jobs {
+            if let Some(outcome) = unrecorded.get(&job_key(&job.content_version_id, &job.dp_id)) {
+                job.state = outcome.state;
+                job.attempts = outcome.attempts;
+                job.error = format!("{} (not yet recorded: {})", outcome.error, outcome.why);
+                job.next_attempt_ms = outcome.next_attempt_ms;
+            }
+        }
     }
 
     async fn job(&self, content_version_id: &str, dp_id: &str) -> DmResult<JobStatus> {
@@ -873,24 +903,14 @@ impl Distributor {
             .await
             .map(|job| job.bytes_done)
             .unwrap_or_default();
-        let recorded = match outcome {
-            Ok(true) => Ok(()),
-            Ok(false) => Ok(()), // stopped by shutdown; resumes at the next start
+        let (state, bytes, error, next) = match outcome {
+            // Done (recorded by the transfer), or stopped by shutdown or a cancel: nothing to record here.
+            Ok(_) => return,
             Err(error) if error.is_retryable() => {
                 let delay = self.settings.retry_delay(attempts);
                 tracing::warn!(content = content_version_id, dp = dp_id, attempts, retry_in = ?delay, %error, "distribution attempt failed; retrying");
                 let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                self.set_job(
-                    content_version_id,
-                    dp_id,
-                    JobState::Waiting,
-                    bytes_done,
-                    attempts,
-                    &error.to_string(),
-                    next,
-                )
-                .await
-                .map(|_| ())
+                (JobState::Waiting, bytes_done, error.to_string(), next)
             }
             Err(error) => {
                 tracing::warn!(content = content_version_id, dp = dp_id, attempts, %error, "distribution failed");
@@ -898,21 +918,62 @@ impl Distributor {
                 if let Err(cleanup) = self.discard_staged(content_version_id, dp_id).await {
                     tracing::warn!(content = content_version_id, dp = dp_id, %cleanup, "cannot discard the staged parts of a failed job");
                 }
-                self.set_job(
-                    content_version_id,
-                    dp_id,
-                    JobState::Failed,
-                    0,
-                    attempts,
-                    &error.to_string(),
-                    0,
-                )
-                .await
-                .map(|_| ())
+                (JobState::Failed, 0, error.to_string(), 0)
             }
         };
-        if let Err(error) = recorded {
-            tracing::warn!(%error, "cannot record the outcome of a distribution job");
+        // The outcome is recorded even when the database cannot write for a while (a full disk): tried again
+        // with backoff, holding the job, until it goes through or the worker is stopped.
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let recorded = self
+                .set_job(
+                    content_version_id,
+                    dp_id,
+                    state,
+                    bytes,
+                    attempts,
+                    &error,
+                    next,
+                )
+                .await;
+            let key = job_key(content_version_id, dp_id);
+            match recorded {
+                Ok(_) => {
+                    if let Ok(mut unrecorded) = self.unrecorded.lock() {
+                        unrecorded.remove(&key);
+                    }
+                    return;
+                }
+                Err(record_error) if record_error.is_retryable() => {
+                    tracing::warn!(content = content_version_id, dp = dp_id, %record_error, retry_in = ?pause, "cannot record the outcome of a distribution job yet");
+                    if let Ok(mut unrecorded) = self.unrecorded.lock() {
+                        unrecorded.insert(
+                            key.clone(),
+                            Unrecorded {
+                                state,
+                                attempts,
+                                error: error.clone(),
+                                next_attempt_ms: next,
+                                why: record_error.to_string(),
+                            },
+                        );
+                    }
+                }
+                Err(record_error) => {
+                    tracing::warn!(content = content_version_id, dp = dp_id, %record_error, "cannot record the outcome of a distribution job");
+                    return;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    if let Ok(mut unrecorded) = self.unrecorded.lock() {
+                        unrecorded.remove(&key);
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
         }
     }
 

@@ -37,11 +37,9 @@ impl DmError {
 
 impl From<sqlx::Error> for DmError {
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(format!("database unavailable: {error}"))
-            }
-            _ => Self::Internal(format!("database: {error}")),
+        match clouddp_platform::db::transient_reason(&error) {
+            Some(reason) => Self::Unavailable(reason),
+            None => Self::Internal(format!("database: {error}")),
         }
     }
 }

@@ -34,7 +34,10 @@ impl MonError {
 
 impl From<sqlx::Error> for MonError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Internal(error.to_string())
+        match clouddp_platform::db::transient_reason(&error) {
+            Some(reason) => Self::Unavailable(reason),
+            None => Self::Internal(error.to_string()),
+        }
     }
 }
 

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection as _, SqlitePool};
 
 /// A database that could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,9 @@ pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> DbResult<SqlitePoo
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
+        // A connection whose COMMIT failed (a full disk) is still inside its transaction: it is closed rather
+        // than handed out again, where every `BEGIN` on it would fail until a restart.
+        .after_release(|connection, _| Box::pin(async move { Ok(!connection.is_in_transaction()) }))
         .connect_with(options)
         .await
         .map_err(|source| DbError::Open {
@@ -74,6 +77,33 @@ pub async fn open_sqlite(path: &Path, migrator: &Migrator) -> DbResult<SqlitePoo
             source,
         })?;
     Ok(pool)
+}
+
+/// Why the database cannot write for now, when `error` is a condition that passes (a full disk, an I/O
+/// error, the database busy past the timeout) rather than a bug: the text to show, saying what to do.
+pub fn transient_reason(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Some(format!("database unavailable: {error}"))
+        }
+        sqlx::Error::Database(database) => {
+            // SQLite's result code, its low byte the primary code (extended codes add detail above it).
+            let primary = database
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .map(|code| code & 0xff);
+            match primary {
+                // SQLITE_FULL: the disk under the data directory is full.
+                Some(13) => Some(format!(
+                    "the disk under the data directory is full ({database}); free space there, the work goes on by itself"
+                )),
+                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR.
+                Some(5 | 6 | 10) => Some(format!("database unavailable: {database}")),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Begins a transaction that will write: `BEGIN IMMEDIATE` takes the write lock at once, waiting for another
