@@ -106,3 +106,34 @@ async fn deadlines_end_calls_and_streams_with_deadline_exceeded() {
     .await;
     assert_eq!(status, Some("0".to_owned()));
 }
+
+/// `buf breaking` holds proto/ to the previous commit's (the last commit's when the clone has no history): a
+/// renumbered, retyped or removed field fails here.
+#[test]
+fn the_protos_stay_wire_and_json_compatible_with_the_previous_commit() {
+    let root = clouddp_e2e::repo_root();
+    let has_parent = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "--quiet", "HEAD~1"])
+        .current_dir(&root)
+        .output()
+        .is_ok_and(|output| output.status.success());
+    let reference = if has_parent { "HEAD~1" } else { "HEAD" };
+    if !has_parent {
+        eprintln!("this clone has no parent commit: comparing proto/ with HEAD only");
+    }
+    let output = std::process::Command::new(clouddp_e2e::tools_dir().join("node_modules/.bin/buf"))
+        .args(["breaking", "--against"])
+        .arg(format!(
+            "{}#subdir=proto,ref={reference}",
+            root.join(".git").display()
+        ))
+        .current_dir(root.join("proto"))
+        .output()
+        .expect("run buf (./tests/run installs it)");
+    assert!(
+        output.status.success(),
+        "buf breaking against {reference}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
