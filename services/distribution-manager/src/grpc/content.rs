@@ -177,7 +177,9 @@ impl ContentService for ContentGrpc {
             .filter(|record| on_dp.as_ref().is_none_or(|ids| ids.contains(&record.id)))
             .collect();
         let page = super::page(request.page.as_ref())?;
-        let (items, next_page_token) = page.slice(&records);
+        let (items, next_page_token) = page.keyed(&records, |record| {
+            clouddp_core::page::name_key(&record.name, &record.id)
+        });
         Ok(Response::new(pb::ListContentResponse {
             contents: items
                 .iter()

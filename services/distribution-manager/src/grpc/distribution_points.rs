@@ -419,7 +419,9 @@ impl DistributionPointService for DistributionPointGrpc {
         let kind = dp_kind(request.kind);
         let records = self.manager.list(kind).await?;
         let page = super::page(request.page.as_ref())?;
-        let (items, next_page_token) = page.slice(&records);
+        let (items, next_page_token) = page.keyed(&records, |dp| {
+            clouddp_core::page::name_key(&dp.name, &dp.id)
+        });
         Ok(Response::new(pb::ListDistributionPointsResponse {
             distribution_points: {
                 let mut described = Vec::with_capacity(items.len());

@@ -133,9 +133,11 @@ impl DistributionPointGroupService for DistributionPointGroupGrpc {
         let request = request.into_inner();
         let all = groups::list(self.manager.pool()).await?;
         let page = super::page(request.page.as_ref())?;
-        let (items, next_page_token) = page.slice(&all);
+        let (items, next_page_token) = page.keyed(&all, |group| {
+            clouddp_core::page::name_key(&group.name, &group.id)
+        });
         Ok(Response::new(pb::ListGroupsResponse {
-            groups: items.iter().map(group_to_pb).collect(),
+            groups: items.into_iter().map(group_to_pb).collect(),
             next_page_token,
         }))
     }
