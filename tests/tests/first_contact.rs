@@ -278,6 +278,14 @@ async fn the_default_walkthrough_keeps_monitoring_pulling_and_alerting() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let id = alert["id"].as_str().unwrap().to_owned();
+    // As the reference words it: the remaining free space of the threshold.
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("GB of the threshold free"),
+        "{alert}"
+    );
 
     // A postponement to year 292,278,994 is refused, and the alert stays as it was.
     let absurd = console::run(

@@ -722,6 +722,14 @@ impl Puller {
                 limit.warning_percent,
                 limit.threshold_bytes / GB
             ),
+            // As the reference words the storage alert: the remaining free space of the threshold.
+            Some(_) if kind == AlertKind::StorageThreshold => format!(
+                "{} {:.3} GB stored: at or above {percent}% of its {} GB storage threshold, {:.3} GB of the threshold free{forecast_text}",
+                dp.name,
+                measured as f64 / GB as f64,
+                limit.threshold_bytes / GB,
+                limit.threshold_bytes.saturating_sub(measured) as f64 / GB as f64
+            ),
             Some(_) => format!(
                 "{} {:.3} GB {what}: at or above {percent}% of its {} GB threshold{forecast_text}",
                 dp.name,
