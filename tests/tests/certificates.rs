@@ -63,13 +63,22 @@ fn counts(manager: &ServiceProcess) -> (usize, usize) {
     )
 }
 
+/// Under `-o json` the console reports a refusal as JSON on standard error: its code and message are checked.
 fn refused(output: &ConsoleOutput, code: &str, text: &str) {
     assert_eq!(output.code, 1, "{output:?}");
-    assert!(output.stderr.contains(code), "expected {code}: {output:?}");
-    assert!(
-        output.stderr.contains(text),
-        "expected {text:?}: {output:?}"
-    );
+    let stderr = match serde_json::from_str::<serde_json::Value>(&output.stderr) {
+        Ok(error) => {
+            assert_eq!(error["error"]["kind"], "refused", "{output:?}");
+            format!(
+                "{} {}",
+                error["error"]["code"],
+                error["error"]["message"].as_str().unwrap_or_default()
+            )
+        }
+        Err(_) => output.stderr.clone(),
+    };
+    assert!(stderr.contains(code), "expected {code}: {output:?}");
+    assert!(stderr.contains(text), "expected {text:?}: {output:?}");
 }
 
 fn path(path: &Path) -> String {

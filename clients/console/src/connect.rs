@@ -102,6 +102,24 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The error as one JSON object: `{"error": {"kind", "message", …}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let detail = match self {
+            Self::Unreachable { service, url, .. } => serde_json::json!({
+                "kind": "unreachable", "service": service, "url": url, "message": self.to_string(),
+            }),
+            Self::Refused {
+                service,
+                code,
+                message,
+            } => serde_json::json!({
+                "kind": "refused", "service": service, "code": code, "message": message,
+            }),
+            Self::Local(message) => serde_json::json!({ "kind": "local", "message": message }),
+        };
+        serde_json::json!({ "error": detail, "exit_code": self.exit_code() })
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {

@@ -211,6 +211,7 @@ fn version_json(version: &pb::ContentVersion) -> serde_json::Value {
 fn job_json(job: &pb::DistributionStatus) -> serde_json::Value {
     json!({
         "content_id": job.content_id,
+        "content": job.content_name,
         "distribution_point_id": job.distribution_point_id,
         "distribution_point": job.distribution_point_name,
         "state": state_label(job.state),
@@ -243,7 +244,7 @@ fn print_jobs(jobs: &[pb::DistributionStatus], output: OutputFormat) {
                     .checked_div(job.bytes_total)
                     .unwrap_or(0);
                 rows.add_row(vec![
-                    job.content_id.clone(),
+                    format!("{} ({})", job.content_name, job.content_id),
                     job.distribution_point_name.clone(),
                     state_label(job.state),
                     format!("{percent} % of {} bytes", job.bytes_total),

@@ -81,6 +81,11 @@ async fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        // Under `-o json` an error is JSON too (on standard error), so a script reads both the same way.
+        Err(error) if cli.output == OutputFormat::Json => {
+            eprintln!("{}", error.to_json());
+            ExitCode::from(error.exit_code())
+        }
         Err(error) => {
             eprintln!("clouddp: {error}");
             ExitCode::from(error.exit_code())

@@ -51,8 +51,9 @@ pub fn table(headers: &[&str]) -> Table {
     table
 }
 
-/// A PROPERTY/VALUE table of a JSON object's fields (but those named in `skip`): text as is, nothing for null,
-/// anything else as JSON.
+/// A PROPERTY/VALUE table of a JSON object's fields (but those named in `skip`), with no JSON in any cell:
+/// text as is, nothing for null, nested objects as `parent.child` rows, lists of values joined with `, `, lists
+/// of objects as `list[0].field` rows.
 pub fn properties(value: &serde_json::Value, skip: &[&str]) -> Table {
     let mut rows = table(&["PROPERTY", "VALUE"]);
     for (key, field) in value
@@ -61,14 +62,40 @@ pub fn properties(value: &serde_json::Value, skip: &[&str]) -> Table {
         .flatten()
         .filter(|(key, _)| !skip.contains(&key.as_str()))
     {
-        let text = match field {
-            serde_json::Value::String(text) => text.clone(),
-            serde_json::Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        rows.add_row(vec![key.clone(), text]);
+        add_rows(&mut rows, key, field);
     }
     rows
+}
+
+fn add_rows(rows: &mut Table, key: &str, field: &serde_json::Value) {
+    use serde_json::Value;
+    match field {
+        Value::Object(object) => {
+            for (child, value) in object {
+                add_rows(rows, &format!("{key}.{child}"), value);
+            }
+        }
+        Value::Array(items) if items.iter().any(|item| item.is_object() || item.is_array()) => {
+            for (index, item) in items.iter().enumerate() {
+                add_rows(rows, &format!("{key}[{index}]"), item);
+            }
+        }
+        Value::Array(items) => {
+            let texts: Vec<String> = items.iter().map(scalar_text).collect();
+            rows.add_row(vec![key.to_owned(), texts.join(", ")]);
+        }
+        scalar => {
+            rows.add_row(vec![key.to_owned(), scalar_text(scalar)]);
+        }
+    }
+}
+
+fn scalar_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 /// Prints `value` as pretty JSON.
@@ -85,4 +112,31 @@ pub fn time_text(timestamp: Option<&prost_types::Timestamp>) -> String {
         return String::new();
     };
     clouddp_core::time::rfc3339_seconds(timestamp.seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_tables_hold_no_json() {
+        let value = serde_json::json!({
+            "name": "cdp1",
+            "gone": null,
+            "thresholds": {"storage_alert_gb": 2000, "stop_service_on_transfer_critical": false},
+            "boundary_groups": ["hq", "branch"],
+            "certificates": [{"kind": "service", "subject": "CN=cdp1"}],
+        });
+        let text = properties(&value, &[]).to_string();
+        for expected in [
+            "thresholds.storage_alert_gb",
+            "thresholds.stop_service_on_transfer_critical",
+            "hq, branch",
+            "certificates[0].subject",
+            "CN=cdp1",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+        assert!(!text.contains('{') && !text.contains('"'), "{text}");
+    }
 }

@@ -143,6 +143,8 @@ pub struct JobStatus {
     pub dp_id: String,
     /// The DP's name.
     pub dp_name: String,
+    /// The content's name.
+    pub content_name: String,
     /// State.
     pub state: JobState,
     /// Sealed bytes staged or committed.
@@ -629,7 +631,8 @@ impl Distributor {
             None => None,
         };
         let rows = sqlx::query(
-            "SELECT j.*, d.name AS dp_name FROM distributions j JOIN distribution_points d ON d.id = j.dp_id \
+            "SELECT j.*, d.name AS dp_name, c.name AS content_name FROM distributions j \
+             JOIN distribution_points d ON d.id = j.dp_id JOIN content_versions c ON c.id = j.content_version_id \
              WHERE (?1 IS NULL OR j.content_version_id = ?1) AND (?2 IS NULL OR j.dp_id = ?2) \
              ORDER BY j.content_version_id, d.name COLLATE NOCASE",
         )
@@ -659,7 +662,8 @@ impl Distributor {
 
     async fn job(&self, content_version_id: &str, dp_id: &str) -> DmResult<JobStatus> {
         let row = sqlx::query(
-            "SELECT j.*, d.name AS dp_name FROM distributions j JOIN distribution_points d ON d.id = j.dp_id \
+            "SELECT j.*, d.name AS dp_name, c.name AS content_name FROM distributions j \
+             JOIN distribution_points d ON d.id = j.dp_id JOIN content_versions c ON c.id = j.content_version_id \
              WHERE j.content_version_id = ?1 AND j.dp_id = ?2",
         )
         .bind(content_version_id)
@@ -1091,6 +1095,7 @@ impl Distributor {
                 content_version_id: content.id.clone(),
                 dp_id: dp.id.clone(),
                 dp_name: dp.name.clone(),
+                content_name: content.name.clone(),
                 state: JobState::InProgress,
                 bytes_done,
                 bytes_total: layout.sealed_len(),
@@ -1280,6 +1285,7 @@ fn decode_job(row: &sqlx::sqlite::SqliteRow) -> DmResult<JobStatus> {
         content_version_id: row.try_get("content_version_id")?,
         dp_id: row.try_get("dp_id")?,
         dp_name: row.try_get("dp_name")?,
+        content_name: row.try_get("content_name")?,
         state: JobState::parse(&row.try_get::<String, _>("state")?)?,
         bytes_done: u64::try_from(row.try_get::<i64, _>("bytes_done")?).unwrap_or_default(),
         bytes_total: u64::try_from(row.try_get::<i64, _>("bytes_total")?).unwrap_or_default(),

@@ -93,6 +93,7 @@ pub fn job_to_pb(job: &JobStatus) -> pb::DistributionStatus {
         content_id: job.content_version_id.clone(),
         distribution_point_id: job.dp_id.clone(),
         distribution_point_name: job.dp_name.clone(),
+        content_name: job.content_name.clone(),
         state: match job.state {
             JobState::Waiting => pb::DistributionState::Waiting,
             JobState::InProgress => pb::DistributionState::InProgress,
