@@ -170,6 +170,29 @@ fn type_label(value: i32) -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// How long a job in progress may go without moving a byte before the table says since when nothing moved.
+const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The state, and for a job in progress whose bytes stopped moving, since when.
+fn state_with_stall(job: &pb::DistributionStatus) -> String {
+    let state = state_label(job.state);
+    if job.state != pb::DistributionState::InProgress as i32 {
+        return state;
+    }
+    let Some(moved) = job.update_time.as_ref() else {
+        return state;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let idle = now.saturating_sub(u64::try_from(moved.seconds).unwrap_or(u64::MAX));
+    if idle < STALL_AFTER.as_secs() {
+        return state;
+    }
+    format!("{state}, nothing moved since {}", time_text(Some(moved)))
+}
+
 fn state_label(value: i32) -> String {
     pb::DistributionState::try_from(value)
         .map(|state| {
@@ -246,7 +269,7 @@ fn print_jobs(jobs: &[pb::DistributionStatus], output: OutputFormat) {
                 rows.add_row(vec![
                     format!("{} ({})", job.content_name, job.content_id),
                     job.distribution_point_name.clone(),
-                    state_label(job.state),
+                    state_with_stall(job),
                     format!("{percent} % of {} bytes", job.bytes_total),
                     job.attempts.to_string(),
                     time_text(job.next_attempt_time.as_ref()),
