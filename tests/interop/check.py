@@ -140,6 +140,22 @@ def run(args):
         got = code_of(call)
         check(f"{name} is {expected.name}", got == expected, got)
 
+    # A folder DP's delete removes what clouddp wrote, nothing else; two DPs never share a folder.
+    shared = os.path.join(args.folder, "shared")
+    os.makedirs(os.path.join(shared, "sub"), exist_ok=True)
+    with open(os.path.join(shared, "sub", "notes.md"), "w") as notes:
+        notes.write("not clouddp's")
+    dp_client.RegisterDistributionPoint(dps.RegisterDistributionPointRequest(
+        name="owner-dp", kind=common.DISTRIBUTION_POINT_KIND_ON_PREMISES, folder_path=shared,
+        address="https://owner.example"), timeout=10)
+    got = code_of(lambda: dp_client.RegisterDistributionPoint(dps.RegisterDistributionPointRequest(
+        name="squatter-dp", kind=common.DISTRIBUTION_POINT_KIND_ON_PREMISES, folder_path=os.path.join(shared, "sub"),
+        address="https://squatter.example"), timeout=10))
+    check("a DP inside another DP's folder is ALREADY_EXISTS", got == grpc.StatusCode.ALREADY_EXISTS, got)
+    dp_client.DeleteDistributionPoint(dps.DeleteDistributionPointRequest(id="owner-dp"), timeout=30)
+    check("deleting a folder DP leaves files clouddp did not write",
+          os.path.exists(os.path.join(shared, "sub", "notes.md")))
+
     # A cursor ahead of the newest event is OUT_OF_RANGE, not an endless run of heartbeats.
     got = code_of(lambda: next(mon_client.SubscribeAlerts(
         mon.SubscribeAlertsRequest(after_sequence=10**12, heartbeat_seconds=1), timeout=10)))

@@ -27,6 +27,34 @@ async fn a_python_client_generated_from_the_protos_gets_the_documented_answers()
     assert!(printed.lines().count() >= 12, "{printed}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_answers_its_bad_inputs_with_the_documented_code() {
+    let (manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
+    let output = std::process::Command::new(clouddp_e2e::tools_dir().join("py/bin/python"))
+        .arg(clouddp_e2e::repo_root().join("tests/interop/conformance.py"))
+        .args(["--dm", &manager.addr().to_string()])
+        .args(["--monitoring", &monitoring.addr().to_string()])
+        .output()
+        .expect(
+            "run tests/interop/conformance.py with the tools' Python (./tests/run installs grpcio)",
+        );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every RPC of the descriptors has cases or a reason for none; a case per line.
+    assert!(
+        printed
+            .lines()
+            .filter(|line| line.starts_with("ok "))
+            .count()
+            >= 100,
+        "{printed}"
+    );
+}
+
 /// Sends one gRPC call with an empty message and `grpc-timeout: timeout` over a bare HTTP/2 connection (no
 /// client-side timer); returns the grpc-status the server sent (headers or trailers) and how long it took.
 async fn raw_call(

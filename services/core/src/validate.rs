@@ -89,6 +89,31 @@ pub fn site_code(value: &str) -> ValidationResult<String> {
     Ok(trimmed.to_ascii_uppercase())
 }
 
+/// Free text (a description, a reason): at most `max` characters, no control characters but line breaks and
+/// tabs; trimmed.
+pub fn free_text(field: &'static str, value: &str, max: usize) -> ValidationResult<String> {
+    let trimmed = value.trim();
+    let length = trimmed.chars().count();
+    if length > max {
+        return Err(ValidationError::new(
+            field,
+            format!("is {length} characters long; at most {max} are allowed"),
+        ));
+    }
+    if trimmed
+        .chars()
+        .any(|character| character.is_control() && !matches!(character, '\n' | '\t' | '\r'))
+    {
+        return Err(ValidationError::new(field, "holds control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The longest description of a group or a content.
+pub const MAX_DESCRIPTION: usize = 1024;
+/// The longest reason given for stopping a DP's service.
+pub const MAX_REASON: usize = 256;
+
 /// An absolute filesystem path without `..` components or control characters.
 pub fn absolute_path(field: &'static str, value: &str) -> ValidationResult<String> {
     if value.is_empty() {

@@ -148,6 +148,10 @@ pub struct NewCloudDp {
     pub service_certificate: CertChoice,
 }
 
+/// Where clouddp writes in a DP's store: sealed content and the content endpoint's usage logs. A delete removes
+/// these and nothing else.
+const WRITTEN_PREFIXES: [&str; 2] = ["content/", "usage/"];
+
 /// A DP's store in words, for a person deciding what to clean by hand.
 fn describe_store(store: Option<&DpStore>) -> String {
     match store {
@@ -793,9 +797,10 @@ impl DistributionManager {
             }
             Err(error) => {
                 let reason = format!(
-                    "delete requested; cleaning the store failed: {error}; retry the delete when the store answers, or force it (`dp delete --force`)"
+                    "delete requested; cleaning the store failed: {error}; retry the delete when the store answers, or remove the record anyway with `clouddp dp delete DP --yes --force`"
                 );
                 self.set_state(&dp.id, DpState::Deleting, &reason).await?;
+                tracing::warn!(dp.id = %dp.id, dp.name = %dp.name, %error, "distribution point delete cannot clean its store; it stays deleting");
                 Err(match error {
                     DmError::Unavailable(_) => DmError::Unavailable(reason),
                     _ => DmError::Precondition(reason),
@@ -825,19 +830,23 @@ impl DistributionManager {
         Ok(finished)
     }
 
-    /// Deletes every object of the DP from its store (its container too, for a cloud DP); the objects deleted.
-    /// A store that never existed has nothing to delete.
+    /// Deletes what clouddp wrote into the DP's store (sealed content and usage logs; its container too, for a
+    /// cloud DP, which clouddp created); the objects deleted. Anything else in a folder stays. A store that never
+    /// existed has nothing to delete.
     async fn clean_store(&self, dp: &DpRecord) -> DmResult<u64> {
         let store = self.store_for(dp).await?;
         let store_error = |error: StoreError| match error {
             StoreError::Unavailable(_) => DmError::Unavailable(error.to_string()),
             _ => DmError::Precondition(error.to_string()),
         };
-        let objects = match store.list("").await {
-            Ok(objects) => objects,
-            Err(StoreError::NotFound(_)) => Vec::new(),
-            Err(error) => return Err(store_error(error)),
-        };
+        let mut objects = Vec::new();
+        for prefix in WRITTEN_PREFIXES {
+            match store.list(prefix).await {
+                Ok(found) => objects.extend(found),
+                Err(StoreError::NotFound(_)) => {}
+                Err(error) => return Err(store_error(error)),
+            }
+        }
         for object in &objects {
             store.delete(&object.path).await.map_err(store_error)?;
         }
@@ -1036,6 +1045,22 @@ impl DistributionManager {
     pub async fn register(&self, request: NewOnPremDp) -> DmResult<DpRecord> {
         let now = now_ms();
         let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+        // Two DPs in one folder (or one inside the other) would delete each other's content.
+        let folders: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, folder_path FROM distribution_points WHERE folder_path IS NOT NULL",
+        )
+        .fetch_all(&mut *transaction)
+        .await?;
+        let wanted = std::path::Path::new(&request.folder_path);
+        if let Some((name, folder)) = folders.iter().find(|(_, folder)| {
+            let existing = std::path::Path::new(folder);
+            wanted.starts_with(existing) || existing.starts_with(wanted)
+        }) {
+            return Err(DmError::AlreadyExists(format!(
+                "folder_path {:?} overlaps the folder {folder:?} of distribution point {name}; give each DP a folder of its own",
+                request.folder_path
+            )));
+        }
         let revision = next_revision(&mut transaction).await?;
         let record = DpRecord {
             id: format!("dp-{}", uuid::Uuid::new_v4()),

@@ -499,6 +499,15 @@ fn parse_range(value: Option<&HeaderValue>, length: u64) -> Result<Option<Range<
     let (start, end) = spec.split_once('-').ok_or(())?;
     let range = match (start.trim(), end.trim()) {
         ("", suffix) => {
+            // A suffix longer than any content asks for all of it.
+            let too_long = !suffix.is_empty() && suffix.bytes().all(|byte| byte.is_ascii_digit());
+            if too_long && suffix.parse::<u64>().is_err() {
+                return if length == 0 {
+                    Err(())
+                } else {
+                    Ok(Some(0..length))
+                };
+            }
             let suffix: u64 = suffix.parse().map_err(|_| ())?;
             if suffix == 0 {
                 return Err(());
@@ -509,8 +518,10 @@ fn parse_range(value: Option<&HeaderValue>, length: u64) -> Result<Option<Range<
         (start, end) => {
             let start: u64 = start.parse().map_err(|_| ())?;
             let end: u64 = end.parse().map_err(|_| ())?;
+            // A last byte before the first makes the header invalid: it is ignored (RFC 9110 14.2), the whole
+            // content is sent.
             if end < start {
-                return Err(());
+                return Ok(None);
             }
             start..end.saturating_add(1).min(length)
         }
@@ -699,7 +710,8 @@ mod tests {
         assert_eq!(range("bytes=-3", 10), Ok(Some(7..10)));
         assert_eq!(range("bytes=8-100", 10), Ok(Some(8..10)));
         assert_eq!(range("bytes=10-12", 10), Err(()));
-        assert_eq!(range("bytes=4-2", 10), Err(()));
+        assert_eq!(range("bytes=4-2", 10), Ok(None));
+        assert_eq!(range("bytes=-99999999999999999999", 10), Ok(Some(0..10)));
         assert_eq!(range("bytes=0-1,4-5", 10), Ok(None));
         assert_eq!(range("items=0-1", 10), Ok(None));
         // The largest numbers the header can carry neither overflow nor panic.

@@ -37,6 +37,12 @@ fn conflict(name: &str) -> impl Fn(sqlx::Error) -> DmError + '_ {
 
 /// Creates a group.
 pub async fn create(pool: &SqlitePool, name: &str, description: &str) -> DmResult<GroupRecord> {
+    let description = clouddp_core::validate::free_text(
+        "description",
+        description,
+        clouddp_core::validate::MAX_DESCRIPTION,
+    )?;
+    let description = description.as_str();
     let name = validate::display_name("name", name)?;
     let id = format!("grp-{}", uuid::Uuid::new_v4());
     sqlx::query(
@@ -114,6 +120,16 @@ pub async fn update(
     name: Option<&str>,
     description: Option<&str>,
 ) -> DmResult<GroupRecord> {
+    let description = description
+        .map(|text| {
+            clouddp_core::validate::free_text(
+                "description",
+                text,
+                clouddp_core::validate::MAX_DESCRIPTION,
+            )
+        })
+        .transpose()?;
+    let description = description.as_deref();
     let group = get(pool, reference).await?;
     let name = match name {
         Some(name) if !name.trim().is_empty() => validate::display_name("name", name)?,

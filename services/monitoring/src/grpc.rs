@@ -202,6 +202,14 @@ impl MonitoringService for MonitoringGrpc {
         request: Request<pb::PostponeAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
         let request = request.into_inner();
+        if let Some(until) = &request.until
+            && !(0..1_000_000_000).contains(&until.nanos)
+        {
+            return Err(Status::invalid_argument(format!(
+                "until: nanos {} is out of range (0 to 999,999,999)",
+                until.nanos
+            )));
+        }
         let until = request
             .until
             .as_ref()

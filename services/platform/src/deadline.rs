@@ -55,7 +55,16 @@ where
             .map(|timeout| Instant::now() + timeout);
         let answer = self.inner.call(request);
         let Some(deadline) = deadline else {
-            return Box::pin(answer);
+            return Box::pin(async move {
+                let response = answer.await?;
+                Ok(bounded(response.map(|body| {
+                    tonic::body::Body::new(DeadlineBody {
+                        inner: body,
+                        sleep: None,
+                        done: false,
+                    })
+                })))
+            });
         };
         Box::pin(async move {
             // A deadline already past (`1n`) is answered before the work starts; a timer would fire only on the
@@ -64,13 +73,13 @@ where
                 return Ok(exceeded().into_http());
             }
             match tokio::time::timeout_at(deadline, answer).await {
-                Ok(Ok(response)) => Ok(response.map(|body| {
+                Ok(Ok(response)) => Ok(bounded(response.map(|body| {
                     tonic::body::Body::new(DeadlineBody {
                         inner: body,
-                        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                        sleep: Some(Box::pin(tokio::time::sleep_until(deadline))),
                         done: false,
                     })
-                })),
+                }))),
                 Ok(Err(error)) => Err(error),
                 Err(_) => Ok(exceeded().into_http()),
             }
@@ -84,10 +93,44 @@ fn exceeded() -> Status {
     Status::deadline_exceeded(EXCEEDED)
 }
 
-/// A response body that ends with DEADLINE_EXCEEDED trailers when the deadline passes before it ended.
+/// The longest `grpc-message` sent, in bytes: an error that quotes a client's 10 KB field must not exceed what
+/// clients accept in headers (8 KiB in gRPC's C core), which they would report as RESOURCE_EXHAUSTED instead.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Cuts an over-long `grpc-message` in `headers` (percent-encoded: never inside an escape), marking the cut.
+fn bound_message(headers: &mut http::HeaderMap) {
+    let Some(message) = headers.get("grpc-message") else {
+        return;
+    };
+    let bytes = message.as_bytes();
+    if bytes.len() <= MAX_MESSAGE_BYTES {
+        return;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    // Do not split a `%XX` escape.
+    if let Some(percent) = bytes[end.saturating_sub(2)..end]
+        .iter()
+        .rposition(|byte| *byte == b'%')
+    {
+        end = end - 2 + percent;
+    }
+    let mut cut = bytes[..end].to_vec();
+    cut.extend_from_slice(b"%E2%80%A6 (cut)");
+    if let Ok(value) = http::HeaderValue::from_bytes(&cut) {
+        headers.insert("grpc-message", value);
+    }
+}
+
+fn bounded(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    bound_message(response.headers_mut());
+    response
+}
+
+/// A response body that ends with DEADLINE_EXCEEDED trailers when the deadline passes before it ended, and whose
+/// trailers carry a bounded `grpc-message`.
 struct DeadlineBody {
     inner: tonic::body::Body,
-    sleep: Pin<Box<Sleep>>,
+    sleep: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
@@ -103,9 +146,21 @@ impl Body for DeadlineBody {
             return Poll::Ready(None);
         }
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            let frame = frame.map(|frame| {
+                frame.map(|mut frame| {
+                    if let Some(trailers) = frame.trailers_mut() {
+                        bound_message(trailers);
+                    }
+                    frame
+                })
+            });
             return Poll::Ready(frame);
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        let expired = self
+            .sleep
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+        if expired {
             self.done = true;
             let mut trailers = http::HeaderMap::new();
             trailers.insert(
@@ -145,6 +200,26 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_is_cut_outside_an_escape() {
+        let mut headers = http::HeaderMap::new();
+        let long = "%22".repeat(1000);
+        headers.insert("grpc-message", http::HeaderValue::from_str(&long).unwrap());
+        bound_message(&mut headers);
+        let cut = headers["grpc-message"].to_str().unwrap();
+        assert!(cut.len() <= MAX_MESSAGE_BYTES + 20, "{}", cut.len());
+        assert!(cut.ends_with("%E2%80%A6 (cut)"));
+        let before = cut.trim_end_matches("%E2%80%A6 (cut)");
+        assert!(
+            before.len().is_multiple_of(3) && before.chars().all(|c| c == '%' || c == '2'),
+            "{before}"
+        );
+        let mut short = http::HeaderMap::new();
+        short.insert("grpc-message", http::HeaderValue::from_static("fine"));
+        bound_message(&mut short);
+        assert_eq!(short["grpc-message"], "fine");
+    }
 
     #[test]
     fn timeouts_parse_as_grpc_writes_them() {

@@ -126,7 +126,11 @@ impl ContentService for ContentGrpc {
         let request = request.into_inner();
         let new_content = NewContent {
             name: validate::display_name("name", &request.name).map_err(DmError::from)?,
-            description: request.description,
+            description: clouddp_core::validate::free_text(
+                "description",
+                &request.description,
+                clouddp_core::validate::MAX_DESCRIPTION,
+            ).map_err(crate::error::DmError::from)?,
             content_type: content_type(request.r#type).ok_or_else(|| {
                 Status::invalid_argument(
                     "type: give the content type (APPLICATION, PACKAGE, SOFTWARE_UPDATE_PACKAGE, BOOT_IMAGE, OS_IMAGE or TASK_SEQUENCE)",

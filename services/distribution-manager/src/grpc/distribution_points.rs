@@ -464,7 +464,16 @@ impl DistributionPointService for DistributionPointGrpc {
         let request = request.into_inner();
         let record = self
             .manager
-            .set_service(&required_id(&request.id)?, false, &request.reason)
+            .set_service(
+                &required_id(&request.id)?,
+                false,
+                &clouddp_core::validate::free_text(
+                    "reason",
+                    &request.reason,
+                    clouddp_core::validate::MAX_REASON,
+                )
+                .map_err(crate::error::DmError::from)?,
+            )
             .await?;
         Ok(Response::new((&record).into()))
     }

@@ -82,7 +82,7 @@ pub struct AzureStore {
 /// Classifies an `object_store` error by its kind and HTTP status, never by words found in its text (a content
 /// id or an Azure request id may contain `403`).
 fn map_error(context: &str, error: object_store::Error) -> StoreError {
-    let message = format!("{context}: {error}");
+    let message = format!("{context}: {}", root_cause(&error));
     match &error {
         object_store::Error::NotFound { .. } => StoreError::NotFound(message),
         object_store::Error::PermissionDenied { .. }
@@ -100,6 +100,22 @@ fn map_error(context: &str, error: object_store::Error) -> StoreError {
             }
             _ => StoreError::Unavailable(message),
         },
+    }
+}
+
+/// What a person needs of an `object_store` error: its innermost cause ("Connection refused", "dns error: …",
+/// the store's answer), not the wrapper's retry bookkeeping.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    let cause = innermost.to_string();
+    let outer = error.to_string();
+    if std::ptr::addr_eq(innermost, error) || outer.contains(&cause) {
+        outer
+    } else {
+        format!("{cause} ({outer})")
     }
 }
 
