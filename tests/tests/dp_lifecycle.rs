@@ -186,7 +186,10 @@ async fn stop_start_and_scale_a_cloud_dp() {
         &["group", "create", "cloud-only", "--dp", "life-cdp"],
     );
     let refused = run(&manager, &monitoring, &["dp", "delete", "life-cdp"]);
-    assert_eq!(refused.code, 1, "no --yes, no terminal: {refused:?}");
+    assert_eq!(
+        refused.code, 2,
+        "no --yes, no terminal: bad usage: {refused:?}"
+    );
     let store =
         clouddp_platform::store::AzureStore::new(clouddp_platform::store::AzureStoreConfig {
             account: ACCOUNT.to_owned(),
@@ -288,8 +291,8 @@ async fn groups_are_renamed_and_deleted_without_touching_their_members() {
     assert!(clash.stderr.contains("AlreadyExists"), "{clash:?}");
     let refused = run(&manager, &monitoring, &["group", "delete", "west-europe"]);
     assert_eq!(
-        refused.code, 1,
-        "deleting without --yes and without a terminal is refused: {refused:?}"
+        refused.code, 2,
+        "deleting without --yes and without a terminal is refused as bad usage: {refused:?}"
     );
     ok(
         &manager,

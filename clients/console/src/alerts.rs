@@ -182,7 +182,12 @@ pub async fn run_usage(
                 percent(usage.transferred_bytes_30d, thresholds.transfer_alert_gb),
             ]);
             out!("{rows}");
-            out!("last pull: {}", time_text(usage.last_pull_time.as_ref()));
+            match usage.last_pull_time.as_ref() {
+                Some(time) => out!("last pull: {}", time_text(Some(time))),
+                None => out!(
+                    "last pull: not yet; the monitoring service pulls a cloud DP's usage every pull interval (1 h by default)"
+                ),
+            }
             let peak = daily.values().copied().max().unwrap_or(0).max(1);
             out!("transferred per day:");
             for (day, bytes) in &daily {
@@ -242,6 +247,16 @@ pub async fn run_alerts(
             match output {
                 OutputFormat::Json => {
                     print_json(&json!(alerts.iter().map(alert_json).collect::<Vec<_>>()))
+                }
+                OutputFormat::Table if alerts.is_empty() => {
+                    out!(
+                        "no alerts{}",
+                        if all {
+                            ""
+                        } else {
+                            " open (--all shows resolved ones too)"
+                        }
+                    );
                 }
                 OutputFormat::Table => {
                     let mut rows = table(&[

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::{EXIT_FAILED, EXIT_UNREACHABLE};
+use crate::{EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE};
 
 /// Where the services are and how to reach them.
 #[derive(Debug, Clone, clap::Args)]
@@ -14,6 +14,7 @@ pub struct Endpoints {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CLOUDDP_ENDPOINT",
         default_value = "http://127.0.0.1:7400"
     )]
@@ -22,17 +23,25 @@ pub struct Endpoints {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CLOUDDP_MONITORING_ENDPOINT",
         default_value = "http://127.0.0.1:7401"
     )]
     pub monitoring_endpoint: String,
     /// PEM CA certificate that issued the services' certificates (for https:// URLs).
-    #[arg(long, global = true, env = "CLOUDDP_CA_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CLOUDDP_CA_CERT",
+        value_name = "FILE"
+    )]
     pub ca_cert: Option<PathBuf>,
     /// PEM client certificate, when the services require mutual TLS.
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CLOUDDP_CLIENT_CERT",
         value_name = "FILE",
         requires = "client_key"
@@ -42,13 +51,20 @@ pub struct Endpoints {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CLOUDDP_CLIENT_KEY",
         value_name = "FILE",
         requires = "client_cert"
     )]
     pub client_key: Option<PathBuf>,
     /// Seconds to wait for each request.
-    #[arg(long, global = true, env = "CLOUDDP_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CLOUDDP_TIMEOUT",
+        default_value_t = 30
+    )]
     pub timeout: u64,
 }
 
@@ -99,6 +115,9 @@ pub enum CliError {
     /// Local input or setup is wrong.
     #[error("{0}")]
     Local(String),
+    /// The command line is incomplete (a confirmation not given): exit 2, as bad usage.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
@@ -116,6 +135,7 @@ impl CliError {
                 "kind": "refused", "service": service, "code": code, "message": message,
             }),
             Self::Local(message) => serde_json::json!({ "kind": "local", "message": message }),
+            Self::Usage(message) => serde_json::json!({ "kind": "usage", "message": message }),
         };
         serde_json::json!({ "error": detail, "exit_code": self.exit_code() })
     }
@@ -125,6 +145,7 @@ impl CliError {
         match self {
             Self::Unreachable { .. } => EXIT_UNREACHABLE,
             Self::Refused { .. } | Self::Local(_) => EXIT_FAILED,
+            Self::Usage(_) => EXIT_USAGE,
         }
     }
 }

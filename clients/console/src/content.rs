@@ -247,6 +247,9 @@ fn job_json(job: &pb::DistributionStatus) -> serde_json::Value {
     })
 }
 
+/// The error a job cancelled by an administrator shows.
+const CANCELLED: &str = "cancelled by an administrator";
+
 fn print_jobs(jobs: &[pb::DistributionStatus], output: OutputFormat) {
     match output {
         OutputFormat::Json => print_json(&serde_json::Value::Array(
@@ -365,7 +368,7 @@ pub(crate) fn confirm(question: &str, yes: bool) -> CliResult<()> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::Local(format!(
+        return Err(CliError::Usage(format!(
             "{question} Pass --yes to confirm."
         )));
     }
@@ -503,6 +506,12 @@ pub async fn run(
             groups,
             wait,
         } => {
+            if dps.is_empty() && groups.is_empty() {
+                return Err(CliError::Usage(
+                    "say where to distribute: --dp DP or --group GROUP (repeat for several)"
+                        .to_owned(),
+                ));
+            }
             let answer = client
                 .distribute_content(pb::DistributeContentRequest {
                     content_id: id.clone(),
@@ -557,6 +566,9 @@ pub async fn run(
                 .map_err(fail)?
                 .into_inner()
                 .jobs;
+            if output == OutputFormat::Table && jobs.iter().all(|job| job.error != CANCELLED) {
+                eprintln!("clouddp: nothing was left to cancel");
+            }
             print_jobs(&jobs, output);
         }
         ContentCommand::Remove { id, dp, yes } => {

@@ -22,6 +22,8 @@ use crate::output::OutputFormat;
 pub const EXIT_UNREACHABLE: u8 = 3;
 /// Exit code when the service refused or failed the request.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code of bad command-line usage (clap's own, and a confirmation not given).
+pub const EXIT_USAGE: u8 = 2;
 
 /// clouddp: manage cloud and on-premises distribution points, content and alerts.
 ///
@@ -33,7 +35,7 @@ struct Cli {
     #[command(flatten)]
     endpoints: Endpoints,
     /// Output format: a table for people, or JSON for scripts.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, short = 'o', global = true, help_heading = "Global options", value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
     #[command(subcommand)]
     command: Command,
@@ -66,9 +68,34 @@ enum Command {
     Alerts(alerts::AlertsCommand),
 }
 
+/// True when the command line asks for JSON output (`-o json`, `--output json`, `--output=json`).
+fn wants_json() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .any(|pair| (pair[0] == "-o" || pair[0] == "--output") && pair[1] == "json")
+        || args
+            .iter()
+            .any(|arg| arg == "--output=json" || arg == "-ojson")
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Under `-o json` a usage error is JSON too; help and version print as usual.
+        Err(error) if wants_json() && error.use_stderr() => {
+            let message = error.render().to_string();
+            eprintln!(
+                "{}",
+                serde_json::json!({
+                    "error": { "kind": "usage", "message": message.trim() },
+                    "exit_code": EXIT_USAGE,
+                })
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(error) => error.exit(),
+    };
     let outcome = match cli.command {
         Command::Status => status::run(&cli.endpoints, cli.output).await,
         Command::Dp(command) => dp::run(command, &cli.endpoints, cli.output).await,
