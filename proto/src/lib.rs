@@ -26,3 +26,28 @@ pub const DISTRIBUTION_MANAGER_SERVICES: &[&str] = &[
 
 /// The `clouddp.v1` services the monitoring service serves, by full name.
 pub const MONITORING_SERVICES: &[&str] = &["clouddp.v1.MonitoringService"];
+
+#[cfg(test)]
+mod documented_limits {
+    /// The `.proto` comments state each limit the servers enforce with the value they enforce
+    /// (`clouddp_core::limits`): change one and this fails until the other follows.
+    #[test]
+    fn the_comments_state_every_limit_the_servers_enforce() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clouddp/v1");
+        for (file, words) in clouddp_core::limits::documented() {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let comments: String = text
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("//"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                comments.contains(&words),
+                "{file}: no comment says {words:?}; the server enforces it"
+            );
+        }
+    }
+}

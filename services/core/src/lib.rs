@@ -4,6 +4,7 @@
 
 pub mod content;
 pub mod dp;
+pub mod limits;
 pub mod location;
 pub mod page;
 pub mod seal;

@@ -15,7 +15,7 @@ pub const WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 pub const HOUR_MS: i64 = 3600 * 1000;
 /// The furthest an alert can be postponed: a year from now. Further than that is a typo, not a plan, and the
 /// alert would never come back in the life of the DP.
-pub const MAX_POSTPONE_MS: i64 = 365 * 24 * HOUR_MS;
+pub const MAX_POSTPONE_MS: i64 = crate::limits::MAX_POSTPONE_DAYS * 24 * HOUR_MS;
 
 /// One usage record: a line of a usage log object that a content endpoint appends to a DP's store and the
 /// monitoring service reads back.

@@ -29,12 +29,13 @@ pub fn display_name(field: &'static str, value: &str) -> ValidationResult<String
     if trimmed.is_empty() {
         return Err(ValidationError::new(field, "is required"));
     }
-    if trimmed.len() > 63 {
+    if trimmed.len() > crate::limits::MAX_NAME_CHARS {
         return Err(ValidationError::new(
             field,
             format!(
-                "is {} characters long; at most 63 are allowed",
-                trimmed.len()
+                "is {} characters long; at most {} are allowed",
+                trimmed.len(),
+                crate::limits::MAX_NAME_CHARS
             ),
         ));
     }
@@ -62,7 +63,9 @@ pub fn display_name_free(field: &'static str, value: &str) -> ValidationResult<S
     if trimmed.is_empty() {
         return Err(ValidationError::new(field, "is required"));
     }
-    if trimmed.chars().count() > 128 || trimmed.chars().any(char::is_control) {
+    if trimmed.chars().count() > crate::limits::MAX_FREE_NAME_CHARS
+        || trimmed.chars().any(char::is_control)
+    {
         return Err(ValidationError::new(
             field,
             "use 1 to 128 printable characters",
@@ -110,9 +113,9 @@ pub fn free_text(field: &'static str, value: &str, max: usize) -> ValidationResu
 }
 
 /// The longest description of a group or a content.
-pub const MAX_DESCRIPTION: usize = 1024;
+pub const MAX_DESCRIPTION: usize = crate::limits::MAX_DESCRIPTION_CHARS;
 /// The longest reason given for stopping a DP's service.
-pub const MAX_REASON: usize = 256;
+pub const MAX_REASON: usize = crate::limits::MAX_REASON_CHARS;
 
 /// An absolute filesystem path without `..` components or control characters.
 pub fn absolute_path(field: &'static str, value: &str) -> ValidationResult<String> {
@@ -215,7 +218,7 @@ pub fn storage_account(field: &'static str, value: &str) -> ValidationResult<Str
 
 /// An instance count of a cloud DP's content endpoint: 1 to 16.
 pub fn instances(value: u32) -> ValidationResult<u32> {
-    if !(1..=16).contains(&value) {
+    if !(1..=crate::limits::MAX_INSTANCES).contains(&value) {
         return Err(ValidationError::new(
             "cloud.instances",
             format!("{value} is out of range; use 1 to 16"),

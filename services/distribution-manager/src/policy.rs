@@ -126,7 +126,10 @@ fn principal_list(field: &'static str, values: &[String]) -> DmResult<Vec<String
         std::collections::HashSet::with_capacity(values.len());
     for value in values {
         let value = value.trim();
-        if value.is_empty() || value.len() > 255 || value.chars().any(char::is_control) {
+        if value.is_empty()
+            || value.chars().count() > clouddp_core::limits::MAX_PRINCIPAL_CHARS
+            || value.chars().any(char::is_control)
+        {
             return Err(ValidationError::new(
                 field,
                 format!("{value:?} is not a device or user name (1 to 255 printable characters)"),
@@ -141,7 +144,7 @@ fn principal_list(field: &'static str, values: &[String]) -> DmResult<Vec<String
 }
 
 /// The most device (or user) names one client settings object is assigned.
-pub const MAX_PRINCIPALS: usize = 100_000;
+pub const MAX_PRINCIPALS: usize = clouddp_core::limits::MAX_PRINCIPALS;
 
 /// Client policy in SQLite.
 #[derive(Debug, Clone)]
@@ -174,7 +177,7 @@ impl Policy {
         let name = validate::display_name_free("settings.name", &settings.name)?;
         let priority = if is_default {
             DEFAULT_PRIORITY
-        } else if (1..=10_000).contains(&settings.priority) {
+        } else if (1..=clouddp_core::limits::MAX_PRIORITY).contains(&settings.priority) {
             settings.priority
         } else {
             return Err(ValidationError::new(

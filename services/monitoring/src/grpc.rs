@@ -129,11 +129,12 @@ impl MonitoringService for MonitoringGrpc {
         let dp = self.followed(&request.distribution_point_id).await?;
         let days = match request.days {
             0 => 30,
-            days @ 1..=35 => days,
+            days @ 1..=clouddp_core::limits::MAX_USAGE_DAYS => days,
             _ => {
-                return Err(Status::invalid_argument(
-                    "days: give 1 to 35 (samples are kept 35 days)",
-                ));
+                return Err(Status::invalid_argument(format!(
+                    "days: give 1 to {0} (samples are kept {0} days)",
+                    clouddp_core::limits::MAX_USAGE_DAYS
+                )));
             }
         };
         let now = self.puller.now();
@@ -223,8 +224,9 @@ impl MonitoringService for MonitoringGrpc {
         }
         if until > now.saturating_add(clouddp_core::usage::MAX_POSTPONE_MS) {
             return Err(Status::invalid_argument(format!(
-                "until: {} is more than 365 days ahead; postpone for a year at most",
-                clouddp_core::time::rfc3339_ms(until)
+                "until: {} is more than {} days ahead; postpone for a year at most",
+                clouddp_core::time::rfc3339_ms(until),
+                clouddp_core::limits::MAX_POSTPONE_DAYS
             )));
         }
         self.open_alert(&request.id).await?;
@@ -269,10 +271,11 @@ impl MonitoringService for MonitoringGrpc {
         )?;
         let heartbeat = Duration::from_secs(u64::from(match request.heartbeat_seconds {
             0 => 15,
-            seconds @ 1..=300 => seconds,
+            seconds @ 1..=clouddp_core::limits::MAX_HEARTBEAT_SECONDS => seconds,
             seconds => {
                 return Err(Status::invalid_argument(format!(
-                    "heartbeat_seconds: {seconds} is out of range; give 1 to 300, or 0 for 15"
+                    "heartbeat_seconds: {seconds} is out of range; give 1 to {}, or 0 for 15",
+                    clouddp_core::limits::MAX_HEARTBEAT_SECONDS
                 )));
             }
         }));
