@@ -86,3 +86,36 @@ pub async fn until_unavailable(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Allows cloud DPs for `device` (custom client settings "Cloud", priority 1) and deploys `content`; returns the
+/// deployment.
+pub async fn allow_cloud_and_deploy(
+    channel: tonic::transport::Channel,
+    device: &str,
+    content: &str,
+) -> anyhow::Result<clouddp_proto::v1::Deployment> {
+    use clouddp_proto::v1 as pb;
+    let mut policy =
+        clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient::new(channel);
+    policy
+        .create_client_settings(pb::CreateClientSettingsRequest {
+            settings: Some(pb::ClientSettings {
+                name: "Cloud".to_owned(),
+                priority: 1,
+                allow_cloud_distribution_points_for_devices: true,
+                device_ids: vec![device.to_owned()],
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let deployment = policy
+        .create_deployment(pb::CreateDeploymentRequest {
+            deployment: Some(pb::Deployment {
+                content_id: content.to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    Ok(deployment)
+}

@@ -138,29 +138,10 @@ async fn the_default_walkthrough_keeps_monitoring_pulling_and_alerting() {
             "--wait",
         ],
     );
-    let mut policy = ClientPolicyServiceClient::new(manager.channel());
-    policy
-        .create_client_settings(pb::CreateClientSettingsRequest {
-            settings: Some(pb::ClientSettings {
-                name: "Cloud".to_owned(),
-                priority: 1,
-                allow_cloud_distribution_points_for_devices: true,
-                device_ids: vec!["pc-1".to_owned()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    let deployment = policy
-        .create_deployment(pb::CreateDeploymentRequest {
-            deployment: Some(pb::Deployment {
-                content_id: "walk-app".to_owned(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let deployment =
+        clouddp_e2e::content::allow_cloud_and_deploy(manager.channel(), "pc-1", "walk-app")
+            .await
+            .unwrap();
 
     // One ordinary download.
     let to = files.join("got");

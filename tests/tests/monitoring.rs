@@ -15,7 +15,6 @@ use clouddp_e2e::console::{self, ConsoleOutput, TEST_SUBSCRIPTION};
 use clouddp_e2e::content::write_random_file;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
-use clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient;
 use clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient;
 
 fn run(manager: &ServiceProcess, monitoring: &ServiceProcess, args: &[&str]) -> ConsoleOutput {
@@ -254,29 +253,10 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
     .await;
 
     // Downloads through the content endpoint.
-    let mut policy = ClientPolicyServiceClient::new(manager.channel());
-    policy
-        .create_client_settings(pb::CreateClientSettingsRequest {
-            settings: Some(pb::ClientSettings {
-                name: "Cloud".to_owned(),
-                priority: 1,
-                allow_cloud_distribution_points_for_devices: true,
-                device_ids: vec!["pc-1".to_owned()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    let deployment = policy
-        .create_deployment(pb::CreateDeploymentRequest {
-            deployment: Some(pb::Deployment {
-                content_id: "mon-app".to_owned(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let deployment =
+        clouddp_e2e::content::allow_cloud_and_deploy(manager.channel(), "pc-1", "mon-app")
+            .await
+            .unwrap();
     let answer = ContentLocationServiceClient::new(manager.channel())
         .locate_content(pb::LocateContentRequest {
             device_id: "pc-1".to_owned(),
