@@ -15,6 +15,7 @@ pub struct Endpoints {
         long,
         global = true,
         help_heading = "Global options",
+        hide = true,
         env = "CLOUDDP_ENDPOINT",
         default_value = "http://127.0.0.1:7400"
     )]
@@ -24,6 +25,7 @@ pub struct Endpoints {
         long,
         global = true,
         help_heading = "Global options",
+        hide = true,
         env = "CLOUDDP_MONITORING_ENDPOINT",
         default_value = "http://127.0.0.1:7401"
     )]
@@ -33,6 +35,7 @@ pub struct Endpoints {
         long,
         global = true,
         help_heading = "Global options",
+        hide = true,
         env = "CLOUDDP_CA_CERT",
         value_name = "FILE"
     )]
@@ -42,6 +45,7 @@ pub struct Endpoints {
         long,
         global = true,
         help_heading = "Global options",
+        hide = true,
         env = "CLOUDDP_CLIENT_CERT",
         value_name = "FILE",
         requires = "client_key"
@@ -52,6 +56,7 @@ pub struct Endpoints {
         long,
         global = true,
         help_heading = "Global options",
+        hide = true,
         env = "CLOUDDP_CLIENT_KEY",
         value_name = "FILE",
         requires = "client_cert"
@@ -62,6 +67,7 @@ pub struct Endpoints {
         long,
         global = true,
         help_heading = "Global options",
+        hide = true,
         env = "CLOUDDP_TIMEOUT",
         default_value_t = 30
     )]

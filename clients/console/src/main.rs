@@ -13,7 +13,7 @@ mod status;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::connect::Endpoints;
 use crate::output::OutputFormat;
@@ -35,7 +35,7 @@ struct Cli {
     #[command(flatten)]
     endpoints: Endpoints,
     /// Output format: a table for people, or JSON for scripts.
-    #[arg(long, short = 'o', global = true, help_heading = "Global options", value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, short = 'o', global = true, help_heading = "Global options", hide = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
     #[command(subcommand)]
     command: Command,
@@ -68,6 +68,31 @@ enum Command {
     Alerts(alerts::AlertsCommand),
 }
 
+/// The global options, written once in `clouddp --help` rather than repeated in every command's help.
+const GLOBAL_OPTIONS: &str = "\
+Global options (before or after any command):
+      --endpoint <URL>             the distribution manager (CLOUDDP_ENDPOINT; http://127.0.0.1:7400)
+      --monitoring-endpoint <URL>  the monitoring service (CLOUDDP_MONITORING_ENDPOINT; http://127.0.0.1:7401)
+      --ca-cert <FILE>             PEM CA for https:// URLs (CLOUDDP_CA_CERT)
+      --client-cert <FILE>         client certificate for mutual TLS (CLOUDDP_CLIENT_CERT)
+      --client-key <FILE>          its private key (CLOUDDP_CLIENT_KEY)
+      --timeout <SECONDS>          per call (CLOUDDP_TIMEOUT; 30)
+  -o, --output <table|json>        a table for people, or JSON for scripts, errors too (table)";
+
+/// The command line: the global options are listed once at the top and pointed to from every command.
+fn command() -> clap::Command {
+    fn point_to_globals(command: clap::Command) -> clap::Command {
+        command
+            .after_help(
+                "Global options (--endpoint, --output, TLS, --timeout): see `clouddp --help`.",
+            )
+            .mut_subcommands(point_to_globals)
+    }
+    Cli::command()
+        .after_help(GLOBAL_OPTIONS)
+        .mut_subcommands(point_to_globals)
+}
+
 /// True when the command line asks for JSON output (`-o json`, `--output json`, `--output=json`).
 fn wants_json() -> bool {
     let args: Vec<String> = std::env::args().collect();
@@ -80,7 +105,10 @@ fn wants_json() -> bool {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         // Under `-o json` a usage error is JSON too; help and version print as usual.
         Err(error) if wants_json() && error.use_stderr() => {
@@ -117,5 +145,28 @@ async fn main() -> ExitCode {
             eprintln!("clouddp: {error}");
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_options_are_listed_once_not_in_every_command() {
+        let mut root = command();
+        root.build();
+        let top = root.render_help().to_string();
+        assert!(
+            top.contains("--monitoring-endpoint") && top.contains("--output"),
+            "{top}"
+        );
+        let show = root
+            .find_subcommand_mut("dp")
+            .and_then(|dp| dp.find_subcommand_mut("show"))
+            .expect("dp show");
+        let text = show.render_help().to_string();
+        assert!(!text.contains("--monitoring-endpoint"), "{text}");
+        assert!(text.contains("see `clouddp --help`"), "{text}");
     }
 }
