@@ -99,6 +99,18 @@ impl Azurite {
         self.wait_listening().await
     }
 
+    /// Starts the emulator again on the same port with nothing in it: the blocks it had acknowledged are lost,
+    /// as uncommitted Azure blocks are after a week.
+    pub async fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let data = self.dir.path().join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        self.child = Self::spawn(self.dir.path(), self.port)?;
+        self.wait_listening().await
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port

@@ -799,3 +799,52 @@ async fn a_store_outage_is_retried_with_backoff_until_the_store_is_back() {
         "{unknown:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_the_store_lost_are_staged_again() {
+    let mut azurite = Azurite::start().await.unwrap();
+    let mut manager =
+        ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager).env(
+            "RUST_LOG",
+            "info,clouddp_distribution_manager::distribution=debug",
+        ))
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("lost");
+    write_random_file(&source.join("image.wim"), 120 * MIB, 4).unwrap();
+    install_cloud_dp(&manager, &azurite, "lost-cdp");
+    ok(
+        &manager,
+        &["content", "add", "--name", "lost", "--type", "os-image", "--source", source.to_str().unwrap()],
+    );
+    ok(&manager, &["content", "distribute", "lost", "--dp", "lost-cdp"]);
+    // Some parts staged, then the manager dies and the store loses what it had acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while manager.log().matches("part staged").count() < 4 {
+        assert!(Instant::now() < deadline, "distribution never started: {}", manager.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    manager.kill9();
+    azurite.restart_empty().await.unwrap();
+    manager.restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = ok(&manager, &["content", "status", "lost", "-o", "json"]).json().unwrap();
+        assert_ne!(status[0]["state"], "failed", "{status}");
+        if status[0]["state"] == "success" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never finished: {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        manager.log().contains("the store lost staged parts; staging every part again"),
+        "{}",
+        manager.log()
+    );
+    let report = ok(&manager, &["content", "validate", "lost", "--dp", "lost-cdp", "-o", "json"])
+        .json()
+        .unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+}
