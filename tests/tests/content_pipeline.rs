@@ -816,13 +816,29 @@ async fn parts_the_store_lost_are_staged_again() {
     install_cloud_dp(&manager, &azurite, "lost-cdp");
     ok(
         &manager,
-        &["content", "add", "--name", "lost", "--type", "os-image", "--source", source.to_str().unwrap()],
+        &[
+            "content",
+            "add",
+            "--name",
+            "lost",
+            "--type",
+            "os-image",
+            "--source",
+            source.to_str().unwrap(),
+        ],
     );
-    ok(&manager, &["content", "distribute", "lost", "--dp", "lost-cdp"]);
+    ok(
+        &manager,
+        &["content", "distribute", "lost", "--dp", "lost-cdp"],
+    );
     // Some parts staged, then the manager dies and the store loses what it had acknowledged.
     let deadline = Instant::now() + Duration::from_secs(60);
     while manager.log().matches("part staged").count() < 4 {
-        assert!(Instant::now() < deadline, "distribution never started: {}", manager.log());
+        assert!(
+            Instant::now() < deadline,
+            "distribution never started: {}",
+            manager.log()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     manager.kill9();
@@ -830,7 +846,9 @@ async fn parts_the_store_lost_are_staged_again() {
     manager.restart().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let status = ok(&manager, &["content", "status", "lost", "-o", "json"]).json().unwrap();
+        let status = ok(&manager, &["content", "status", "lost", "-o", "json"])
+            .json()
+            .unwrap();
         assert_ne!(status[0]["state"], "failed", "{status}");
         if status[0]["state"] == "success" {
             break;
@@ -839,12 +857,19 @@ async fn parts_the_store_lost_are_staged_again() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
-        manager.log().contains("the store lost staged parts; staging every part again"),
+        manager
+            .log()
+            .contains("the store lost staged parts; staging every part again"),
         "{}",
         manager.log()
     );
-    let report = ok(&manager, &["content", "validate", "lost", "--dp", "lost-cdp", "-o", "json"])
-        .json()
-        .unwrap();
+    let report = ok(
+        &manager,
+        &[
+            "content", "validate", "lost", "--dp", "lost-cdp", "-o", "json",
+        ],
+    )
+    .json()
+    .unwrap();
     assert_eq!(report["valid"], true, "{report}");
 }

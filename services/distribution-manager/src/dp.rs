@@ -1175,7 +1175,8 @@ async fn check_service_name(
         )));
     }
     let devices: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT principal FROM client_settings_assignments WHERE principal_kind = 'device'",
+        "SELECT DISTINCT a.principal FROM client_settings_assignments a JOIN client_settings s \
+         ON s.id = a.settings_id AND a.generation = s.assignments_generation WHERE a.principal_kind = 'device'",
     )
     .fetch_all(&mut *transaction)
     .await?;

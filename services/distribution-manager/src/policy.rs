@@ -146,18 +146,27 @@ fn principal_list(field: &'static str, values: &[String]) -> DmResult<Vec<String
 /// The most device (or user) names one client settings object is assigned.
 pub const MAX_PRINCIPALS: usize = clouddp_core::limits::MAX_PRINCIPALS;
 
+/// Assignments written (or removed) per transaction: about 20 ms of the write lock each.
+const ASSIGNMENT_CHUNK: usize = 10_000;
+
 /// Client policy in SQLite.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pool: SqlitePool,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Saves of client settings, one at a time.
+    saving: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Policy {
     /// Policy over `pool`; every committed change bumps `generation` (see
     /// [`crate::dp::DistributionManager::generation`]).
     pub fn new(pool: SqlitePool, generation: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
-        Self { pool, generation }
+        Self {
+            pool,
+            generation,
+            saving: std::sync::Arc::default(),
+        }
     }
 
     fn touch(&self) {
@@ -195,12 +204,54 @@ impl Policy {
             )
             .into());
         }
-        let write_started = std::time::Instant::now();
+        // One save at a time: a save's clean-up removes every generation but the one it switched to.
+        let _saving = self.saving.lock().await;
+        let generation = uuid::Uuid::new_v4().to_string();
+        if creating {
+            // The new object exists with no assignment (it applies to nobody) while its assignments are written.
+            let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+            sqlx::query(
+                "INSERT INTO client_settings (id, name, priority, allow_cloud_devices, allow_cloud_users, update_time_ms, \
+                 assignments_generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '')",
+            )
+            .bind(&id)
+            .bind(&name)
+            .bind(i64::from(priority))
+            .bind(settings.allow_cloud_devices)
+            .bind(settings.allow_cloud_users)
+            .bind(now_ms())
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| unique(error, format!("client settings named {name:?} exist already")))?;
+            transaction.commit().await?;
+        }
+        let mut longest_lock_ms = 0;
+        for (kind, principals) in [("device", &devices), ("user", &users)] {
+            for chunk in principals.chunks(ASSIGNMENT_CHUNK) {
+                let held = std::time::Instant::now();
+                let names = serde_json::to_string(chunk)
+                    .map_err(|error| DmError::Internal(error.to_string()))?;
+                let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO client_settings_assignments (settings_id, generation, principal_kind, principal) \
+                     SELECT ?1, ?2, ?3, value FROM json_each(?4)",
+                )
+                .bind(&id)
+                .bind(&generation)
+                .bind(kind)
+                .bind(names)
+                .execute(&mut *transaction)
+                .await?;
+                transaction.commit().await?;
+                longest_lock_ms = longest_lock_ms.max(held.elapsed().as_millis());
+            }
+        }
+        // The switch: the new fields and the new assignments together, in one short transaction.
+        let held = std::time::Instant::now();
         let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
-        sqlx::query(
-            "INSERT INTO client_settings (id, name, priority, allow_cloud_devices, allow_cloud_users, update_time_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET name = ?2, priority = ?3, \
-             allow_cloud_devices = ?4, allow_cloud_users = ?5, update_time_ms = ?6",
+        let switched = sqlx::query(
+            "UPDATE client_settings SET name = ?2, priority = ?3, allow_cloud_devices = ?4, allow_cloud_users = ?5, \
+             update_time_ms = ?6, assignments_generation = ?7 WHERE id = ?1",
         )
         .bind(&id)
         .bind(&name)
@@ -208,41 +259,62 @@ impl Policy {
         .bind(settings.allow_cloud_devices)
         .bind(settings.allow_cloud_users)
         .bind(now_ms())
+        .bind(&generation)
         .execute(&mut *transaction)
         .await
-        .map_err(|error| unique(error, format!("client settings named {name:?} exist already")))?;
-        sqlx::query("DELETE FROM client_settings_assignments WHERE settings_id = ?1")
-            .bind(&id)
-            .execute(&mut *transaction)
+        .map_err(|error| unique(error, format!("client settings named {name:?} exist already")));
+        let switched = match switched {
+            Ok(_) => transaction.commit().await.map_err(DmError::from),
+            Err(error) => Err(error),
+        };
+        longest_lock_ms = longest_lock_ms.max(held.elapsed().as_millis());
+        // Then the generation left behind (or, when the switch failed, the one written for nothing).
+        let keep = if switched.is_ok() {
+            generation.clone()
+        } else {
+            String::new()
+        };
+        self.remove_other_generations(&id, &keep, switched.is_err().then_some(&generation))
             .await?;
-        // One statement per kind, the names passed as one JSON array: 100,000 names are one round trip.
-        for (kind, principals) in [("device", &devices), ("user", &users)] {
-            if principals.is_empty() {
-                continue;
-            }
-            let names = serde_json::to_string(principals)
-                .map_err(|error| DmError::Internal(error.to_string()))?;
-            sqlx::query(
-                "INSERT INTO client_settings_assignments (settings_id, principal_kind, principal) \
-                 SELECT ?1, ?2, value FROM json_each(?3)",
-            )
-            .bind(&id)
-            .bind(kind)
-            .bind(names)
-            .execute(&mut *transaction)
-            .await?;
-        }
-        transaction.commit().await?;
-        self.touch();
+        switched?;
+        let write_ms = longest_lock_ms;
         tracing::info!(
             settings.id = %id,
             settings.name = %name,
             created = creating,
             assignments = devices.len() + users.len(),
-            write_ms = write_started.elapsed().as_millis(),
+            longest_lock_ms = write_ms,
             "client settings saved"
         );
         self.get_settings(&id).await
+    }
+
+    /// Removes, a chunk per transaction, the assignments of `settings_id` in generations other than `keep` (or
+    /// only those of `only`, when given).
+    async fn remove_other_generations(
+        &self,
+        settings_id: &str,
+        keep: &str,
+        only: Option<&String>,
+    ) -> DmResult<()> {
+        loop {
+            let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+            let removed = sqlx::query(
+                "DELETE FROM client_settings_assignments WHERE rowid IN (SELECT rowid FROM client_settings_assignments \
+                 WHERE settings_id = ?1 AND ((?3 IS NULL AND generation <> ?2) OR generation = ?3) LIMIT ?4)",
+            )
+            .bind(settings_id)
+            .bind(keep)
+            .bind(only)
+            .bind(i64::try_from(ASSIGNMENT_CHUNK).unwrap_or(i64::MAX))
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            transaction.commit().await?;
+            if removed == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Client settings by id or name.
@@ -296,6 +368,7 @@ impl Policy {
     ) -> DmResult<ClientSettings> {
         let id: Option<String> = sqlx::query_scalar(
             "SELECT s.id FROM client_settings s JOIN client_settings_assignments a ON a.settings_id = s.id \
+             AND a.generation = s.assignments_generation \
              WHERE a.principal_kind = ?1 AND a.principal = ?2 ORDER BY s.priority, s.name LIMIT 1",
         )
         .bind(principal_kind)
@@ -308,10 +381,13 @@ impl Policy {
 
     async fn decode_settings(&self, row: &sqlx::sqlite::SqliteRow) -> DmResult<ClientSettings> {
         let id: String = row.try_get("id")?;
+        let generation: String = row.try_get("assignments_generation")?;
         let assignments = sqlx::query(
-            "SELECT principal_kind, principal FROM client_settings_assignments WHERE settings_id = ?1 ORDER BY principal",
+            "SELECT principal_kind, principal FROM client_settings_assignments WHERE settings_id = ?1 \
+             AND generation = ?2 ORDER BY principal",
         )
         .bind(&id)
+        .bind(&generation)
         .fetch_all(&self.pool)
         .await?;
         let pick = |kind: &str| -> Vec<String> {
