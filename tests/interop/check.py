@@ -156,6 +156,20 @@ def run(args):
     check("deleting a folder DP leaves files clouddp did not write",
           os.path.exists(os.path.join(shared, "sub", "notes.md")))
 
+    # Renaming client settings to a name another one has is ALREADY_EXISTS, at once, and changes nothing.
+    first = policy_client.CreateClientSettings(policy.CreateClientSettingsRequest(settings=policy.ClientSettings(
+        name="interop-r1", priority=7, device_ids=["r1-a", "r1-b"])), timeout=10)
+    policy_client.CreateClientSettings(policy.CreateClientSettingsRequest(settings=policy.ClientSettings(
+        name="interop-r2", priority=8)), timeout=10)
+    started = time.monotonic()
+    got = code_of(lambda: policy_client.UpdateClientSettings(policy.UpdateClientSettingsRequest(
+        settings=policy.ClientSettings(id=first.id, name="INTEROP-R2", priority=7, device_ids=["r1-c"])), timeout=30))
+    check("renaming client settings onto another's name is ALREADY_EXISTS at once",
+          got == grpc.StatusCode.ALREADY_EXISTS and time.monotonic() - started < 3, got)
+    kept = policy_client.GetClientSettings(policy.GetClientSettingsRequest(id=first.id), timeout=10)
+    check("a refused rename keeps the name and the assignments",
+          kept.name == "interop-r1" and sorted(kept.device_ids) == ["r1-a", "r1-b"], kept)
+
     # A cursor ahead of the newest event is OUT_OF_RANGE, not an endless run of heartbeats.
     got = code_of(lambda: next(mon_client.SubscribeAlerts(
         mon.SubscribeAlertsRequest(after_sequence=10**12, heartbeat_seconds=1), timeout=10)))

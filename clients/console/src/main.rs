@@ -70,14 +70,14 @@ enum Command {
 
 /// The global options, written once in `clouddp --help` rather than repeated in every command's help.
 const GLOBAL_OPTIONS: &str = "\
-Global options (before or after any command):
-      --endpoint <URL>             the distribution manager (CLOUDDP_ENDPOINT; http://127.0.0.1:7400)
-      --monitoring-endpoint <URL>  the monitoring service (CLOUDDP_MONITORING_ENDPOINT; http://127.0.0.1:7401)
+Global options (before or after any command; environment variable, default):
+      --endpoint <URL>             distribution manager (CLOUDDP_ENDPOINT, http://127.0.0.1:7400)
+      --monitoring-endpoint <URL>  monitoring (CLOUDDP_MONITORING_ENDPOINT, http://127.0.0.1:7401)
       --ca-cert <FILE>             PEM CA for https:// URLs (CLOUDDP_CA_CERT)
       --client-cert <FILE>         client certificate for mutual TLS (CLOUDDP_CLIENT_CERT)
       --client-key <FILE>          its private key (CLOUDDP_CLIENT_KEY)
-      --timeout <SECONDS>          per call (CLOUDDP_TIMEOUT; 30)
-  -o, --output <table|json>        a table for people, or JSON for scripts, errors too (table)";
+      --timeout <SECONDS>          per call (CLOUDDP_TIMEOUT, 30)
+  -o, --output <table|json>        for people or for scripts, errors too (table)";
 
 /// The command line: the global options are listed once at the top and pointed to from every command.
 fn command() -> clap::Command {

@@ -265,7 +265,12 @@ impl Policy {
         .map_err(|error| unique(error, format!("client settings named {name:?} exist already")));
         let switched = match switched {
             Ok(_) => transaction.commit().await.map_err(DmError::from),
-            Err(error) => Err(error),
+            Err(error) => {
+                // Let go of the write lock before cleaning up, or the clean-up waits for it until the busy timeout.
+                transaction.rollback().await?;
+                tracing::info!(settings.id = %id, %error, "client settings not saved");
+                Err(error)
+            }
         };
         longest_lock_ms = longest_lock_ms.max(held.elapsed().as_millis());
         // Then the generation left behind (or, when the switch failed, the one written for nothing).
