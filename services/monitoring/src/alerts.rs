@@ -150,6 +150,31 @@ pub struct Finding {
     pub forecast_ms: Option<i64>,
 }
 
+impl Finding {
+    /// A finding about a condition with no measurement behind it (service state, certificates, the store or a
+    /// service failing): its byte and window fields are zero. For a service, `dp_id` and `dp_name` are its name.
+    pub fn condition(
+        dp_id: &str,
+        dp_name: &str,
+        kind: AlertKind,
+        severity: Option<Severity>,
+        message: String,
+    ) -> Self {
+        Self {
+            dp_id: dp_id.to_owned(),
+            dp_name: dp_name.to_owned(),
+            kind,
+            severity,
+            message,
+            threshold_bytes: 0,
+            level_percent: 0,
+            measured_bytes: 0,
+            window_seconds: 0,
+            forecast_ms: None,
+        }
+    }
+}
+
 /// The alert store and its live fan-out.
 #[derive(Debug, Clone)]
 pub struct Alerts {

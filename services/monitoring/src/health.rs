@@ -118,16 +118,11 @@ async fn upstream_finding(upstream: &Channel) -> Option<Finding> {
 }
 
 fn service_finding(service: &str, severity: Option<Severity>, message: String) -> Finding {
-    Finding {
-        dp_id: service.to_owned(),
-        dp_name: service.to_owned(),
-        kind: AlertKind::ServiceHealth,
+    Finding::condition(
+        service,
+        service,
+        AlertKind::ServiceHealth,
         severity,
         message,
-        threshold_bytes: 0,
-        level_percent: 0,
-        measured_bytes: 0,
-        window_seconds: 0,
-        forecast_ms: None,
-    }
+    )
 }

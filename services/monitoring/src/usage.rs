@@ -213,66 +213,63 @@ impl Puller {
 
     /// One round: every followed cloud DP pulled and evaluated.
     async fn pull_round(&self, shutdown: &CancellationToken) {
+        let dps = match self.follower.list().await {
+            Ok(dps) => dps,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the followed distribution points");
+                return;
+            }
+        };
+        // Only once the follower has seen the distribution manager: an empty list at start means nothing.
+        if self.follower.status().await.connected {
+            let ids: Vec<String> = dps.iter().map(|dp| dp.id.clone()).collect();
+            if let Err(error) = self.alerts.resolve_gone(&ids, self.now()).await {
+                tracing::warn!(%error, "cannot resolve the alerts of deleted distribution points");
+            }
+        }
+        for dp in dps
+            .iter()
+            .filter(|dp| dp.kind == "cloud" && dp.state != "deleting" && dp.state != "provisioning")
         {
-            let dps = match self.follower.list().await {
-                Ok(dps) => dps,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the followed distribution points");
-                    return;
-                }
-            };
-            // Only once the follower has seen the distribution manager: an empty list at start means nothing.
-            if self.follower.status().await.connected {
-                let ids: Vec<String> = dps.iter().map(|dp| dp.id.clone()).collect();
-                if let Err(error) = self.alerts.resolve_gone(&ids, self.now()).await {
-                    tracing::warn!(%error, "cannot resolve the alerts of deleted distribution points");
-                }
+            if shutdown.is_cancelled() {
+                return;
             }
-            for dp in dps.iter().filter(|dp| {
-                dp.kind == "cloud" && dp.state != "deleting" && dp.state != "provisioning"
-            }) {
-                if shutdown.is_cancelled() {
-                    return;
+            match self.pull(dp).await {
+                Ok(report) => {
+                    self.failing_since_lock().remove(&dp.id);
+                    tracing::debug!(dp.name = %dp.name, ?report, "usage pulled");
                 }
-                match self.pull(dp).await {
-                    Ok(report) => {
-                        self.failing_since_lock().remove(&dp.id);
-                        tracing::debug!(dp.name = %dp.name, ?report, "usage pulled");
-                    }
-                    Err(error) => {
-                        let now = self.now();
-                        let since = *self
-                            .failing_since_lock()
-                            .entry(dp.id.clone())
-                            .or_insert(now);
-                        let failing_ms = now - since;
-                        if failing_ms < self.alert_after_ms {
-                            tracing::warn!(dp.name = %dp.name, %error, failing_ms, "usage pull failed; alerting if it goes on");
-                            continue;
-                        }
-                        tracing::warn!(dp.name = %dp.name, %error, failing_ms, "usage pull failed");
-                        let finding = Finding {
-                            dp_id: dp.id.clone(),
-                            dp_name: dp.name.clone(),
-                            kind: AlertKind::Subscription,
-                            severity: Some(Severity::Critical),
-                            message: format!(
-                                "cannot read the usage of {} from its store since {}: {error}; check the subscription, the storage account and its credential",
-                                dp.name,
-                                clouddp_core::time::rfc3339_ms(since)
-                            ),
-                            threshold_bytes: 0,
-                            level_percent: 0,
-                            measured_bytes: 0,
-                            window_seconds: 0,
-                            forecast_ms: None,
-                        };
-                        if let Err(error) = self.alerts.apply(&finding, self.now()).await {
-                            tracing::warn!(%error, "cannot record the alert");
-                        }
-                    }
-                }
+                Err(error) => self.pull_failed(dp, &error).await,
             }
+        }
+    }
+
+    /// A pull of `dp` failed: the subscription alert is raised once its store kept failing `alert_after`.
+    async fn pull_failed(&self, dp: &FollowedDp, error: &MonError) {
+        let now = self.now();
+        let since = *self
+            .failing_since_lock()
+            .entry(dp.id.clone())
+            .or_insert(now);
+        let failing_ms = now - since;
+        if failing_ms < self.alert_after_ms {
+            tracing::warn!(dp.name = %dp.name, %error, failing_ms, "usage pull failed; alerting if it goes on");
+            return;
+        }
+        tracing::warn!(dp.name = %dp.name, %error, failing_ms, "usage pull failed");
+        let finding = Finding::condition(
+            &dp.id,
+            &dp.name,
+            AlertKind::Subscription,
+            Some(Severity::Critical),
+            format!(
+                "cannot read the usage of {} from its store since {}: {error}; check the subscription, the storage account and its credential",
+                dp.name,
+                clouddp_core::time::rfc3339_ms(since)
+            ),
+        );
+        if let Err(error) = self.alerts.apply(&finding, now).await {
+            tracing::warn!(%error, "cannot record the alert");
         }
     }
 
@@ -463,18 +460,13 @@ impl Puller {
         // Health: the cloud service must be active, and its certificates valid for 30 more days.
         results.extend(self.health(dp, now).await);
         // The store answered: a subscription alert of this DP clears.
-        results.push(Finding {
-            dp_id: dp.id.clone(),
-            dp_name: dp.name.clone(),
-            kind: AlertKind::Subscription,
-            severity: None,
-            message: format!("the store of {} answers again", dp.name),
-            threshold_bytes: 0,
-            level_percent: 0,
-            measured_bytes: 0,
-            window_seconds: 0,
-            forecast_ms: None,
-        });
+        results.push(Finding::condition(
+            &dp.id,
+            &dp.name,
+            AlertKind::Subscription,
+            None,
+            format!("the store of {} answers again", dp.name),
+        ));
         for finding in &results {
             self.alerts.apply(finding, now).await?;
         }
@@ -550,17 +542,8 @@ impl Puller {
 
     /// The service-state and certificate findings of a DP.
     async fn health(&self, dp: &FollowedDp, now: i64) -> Vec<Finding> {
-        let blank = |kind: AlertKind, severity: Option<Severity>, message: String| Finding {
-            dp_id: dp.id.clone(),
-            dp_name: dp.name.clone(),
-            kind,
-            severity,
-            message,
-            threshold_bytes: 0,
-            level_percent: 0,
-            measured_bytes: 0,
-            window_seconds: 0,
-            forecast_ms: None,
+        let blank = |kind: AlertKind, severity: Option<Severity>, message: String| {
+            Finding::condition(&dp.id, &dp.name, kind, severity, message)
         };
         let Ok(current) = DistributionPointServiceClient::new(self.channel.clone())
             .get_distribution_point(pb::GetDistributionPointRequest { id: dp.id.clone() })
