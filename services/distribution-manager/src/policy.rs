@@ -210,42 +210,22 @@ impl Policy {
         if creating {
             // The new object exists with no assignment (it applies to nobody) while its assignments are written.
             let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+            // Its other fields come with the switch below.
             sqlx::query(
-                "INSERT INTO client_settings (id, name, priority, allow_cloud_devices, allow_cloud_users, update_time_ms, \
-                 assignments_generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '')",
+                "INSERT INTO client_settings (id, name, priority, update_time_ms) VALUES (?1, ?2, ?3, ?4)",
             )
             .bind(&id)
             .bind(&name)
             .bind(i64::from(priority))
-            .bind(settings.allow_cloud_devices)
-            .bind(settings.allow_cloud_users)
             .bind(now_ms())
             .execute(&mut *transaction)
             .await
             .map_err(|error| unique(error, format!("client settings named {name:?} exist already")))?;
             transaction.commit().await?;
         }
-        let mut longest_lock_ms = 0;
-        for (kind, principals) in [("device", &devices), ("user", &users)] {
-            for chunk in principals.chunks(ASSIGNMENT_CHUNK) {
-                let held = std::time::Instant::now();
-                let names = serde_json::to_string(chunk)
-                    .map_err(|error| DmError::Internal(error.to_string()))?;
-                let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
-                sqlx::query(
-                    "INSERT INTO client_settings_assignments (settings_id, generation, principal_kind, principal) \
-                     SELECT ?1, ?2, ?3, value FROM json_each(?4)",
-                )
-                .bind(&id)
-                .bind(&generation)
-                .bind(kind)
-                .bind(names)
-                .execute(&mut *transaction)
-                .await?;
-                transaction.commit().await?;
-                longest_lock_ms = longest_lock_ms.max(held.elapsed().as_millis());
-            }
-        }
+        let mut longest_lock_ms = self
+            .write_assignments(&id, &generation, &devices, &users)
+            .await?;
         // The switch: the new fields and the new assignments together, in one short transaction.
         let held = std::time::Instant::now();
         let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
@@ -274,43 +254,62 @@ impl Policy {
         };
         longest_lock_ms = longest_lock_ms.max(held.elapsed().as_millis());
         // Then the generation left behind (or, when the switch failed, the one written for nothing).
-        let keep = if switched.is_ok() {
-            generation.clone()
-        } else {
-            String::new()
-        };
-        self.remove_other_generations(&id, &keep, switched.is_err().then_some(&generation))
-            .await?;
+        self.remove_stale_generations(&id).await?;
         switched?;
-        let write_ms = longest_lock_ms;
         tracing::info!(
             settings.id = %id,
             settings.name = %name,
             created = creating,
             assignments = devices.len() + users.len(),
-            longest_lock_ms = write_ms,
+            longest_lock_ms,
             "client settings saved"
         );
         self.get_settings(&id).await
     }
 
-    /// Removes, a chunk per transaction, the assignments of `settings_id` in generations other than `keep` (or
-    /// only those of `only`, when given).
-    async fn remove_other_generations(
+    /// Writes the assignments of `settings_id` under `generation`, a chunk per transaction; returns the longest
+    /// time one of them held the write lock, in ms.
+    async fn write_assignments(
         &self,
         settings_id: &str,
-        keep: &str,
-        only: Option<&String>,
-    ) -> DmResult<()> {
+        generation: &str,
+        devices: &[String],
+        users: &[String],
+    ) -> DmResult<u128> {
+        let mut longest_lock_ms = 0;
+        for (kind, principals) in [("device", devices), ("user", users)] {
+            for chunk in principals.chunks(ASSIGNMENT_CHUNK) {
+                let held = std::time::Instant::now();
+                let names = serde_json::to_string(chunk)
+                    .map_err(|error| DmError::Internal(error.to_string()))?;
+                let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
+                sqlx::query(
+                    "INSERT INTO client_settings_assignments (settings_id, generation, principal_kind, principal) \
+                     SELECT ?1, ?2, ?3, value FROM json_each(?4)",
+                )
+                .bind(settings_id)
+                .bind(generation)
+                .bind(kind)
+                .bind(names)
+                .execute(&mut *transaction)
+                .await?;
+                transaction.commit().await?;
+                longest_lock_ms = longest_lock_ms.max(held.elapsed().as_millis());
+            }
+        }
+        Ok(longest_lock_ms)
+    }
+
+    /// Removes, a chunk per transaction, the assignments of `settings_id` in any generation but its current one.
+    async fn remove_stale_generations(&self, settings_id: &str) -> DmResult<()> {
         loop {
             let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
             let removed = sqlx::query(
                 "DELETE FROM client_settings_assignments WHERE rowid IN (SELECT rowid FROM client_settings_assignments \
-                 WHERE settings_id = ?1 AND ((?3 IS NULL AND generation <> ?2) OR generation = ?3) LIMIT ?4)",
+                 WHERE settings_id = ?1 AND generation <> \
+                 (SELECT assignments_generation FROM client_settings WHERE id = ?1) LIMIT ?2)",
             )
             .bind(settings_id)
-            .bind(keep)
-            .bind(only)
             .bind(i64::try_from(ASSIGNMENT_CHUNK).unwrap_or(i64::MAX))
             .execute(&mut *transaction)
             .await?
