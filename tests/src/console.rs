@@ -110,3 +110,46 @@ pub fn install_cloud_dp(
     );
     output.json()
 }
+
+/// Installs a cloud DP `service_name` in `westeurope` on `azurite`'s development account with given certificates:
+/// a management .pfx (and its password) and a PEM service certificate and key; fails unless the install succeeds.
+pub fn install_cloud_dp_with(
+    dm_url: &str,
+    monitoring_url: &str,
+    azurite: &crate::azurite::Azurite,
+    service_name: &str,
+    management: (&std::path::Path, &str),
+    service: (&std::path::Path, &std::path::Path),
+) -> anyhow::Result<serde_json::Value> {
+    let endpoint = azurite.blob_endpoint();
+    let text = |path: &std::path::Path| path.to_string_lossy().into_owned();
+    let (management_pfx, service_crt, service_key) =
+        (text(management.0), text(service.0), text(service.1));
+    json(
+        dm_url,
+        monitoring_url,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            service_name,
+            "--subscription",
+            TEST_SUBSCRIPTION,
+            "--region",
+            "westeurope",
+            "--account",
+            crate::azurite::ACCOUNT,
+            "--blob-endpoint",
+            &endpoint,
+            "--emulator",
+            "--management-cert",
+            &management_pfx,
+            "--management-password",
+            management.1,
+            "--service-cert",
+            &service_crt,
+            "--service-key",
+            &service_key,
+        ],
+    )
+}

@@ -53,6 +53,19 @@ async fn wait_for_success(
     }
 }
 
+/// Waits (60 s at most) until the manager's log shows `parts` staged parts.
+async fn until_parts_staged(manager: &ServiceProcess, parts: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while manager.log().matches("part staged").count() < parts {
+        assert!(
+            Instant::now() < deadline,
+            "distribution never started: {}",
+            manager.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn install_cloud_dp(manager: &ServiceProcess, azurite: &Azurite, service_name: &str) {
     console::install_cloud_dp(
         &manager.url(),
@@ -329,19 +342,7 @@ async fn kill_9_mid_distribution_resumes_without_re_uploading_staged_parts() {
     );
 
     // Kill it once a good part of the content is staged, but not all.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let staged = manager.log().matches("part staged").count();
-        if staged >= 6 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "distribution never started: {}",
-            manager.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_parts_staged(&manager, 6).await;
     manager.kill9();
     let staged_before = manager.log().matches("part staged").count();
     assert!(
@@ -832,15 +833,7 @@ async fn parts_the_store_lost_are_staged_again() {
         &["content", "distribute", "lost", "--dp", "lost-cdp"],
     );
     // Some parts staged, then the manager dies and the store loses what it had acknowledged.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while manager.log().matches("part staged").count() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "distribution never started: {}",
-            manager.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_parts_staged(&manager, 4).await;
     manager.kill9();
     azurite.restart_empty().await.unwrap();
     manager.restart().await.unwrap();

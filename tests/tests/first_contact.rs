@@ -7,9 +7,9 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clouddp_e2e::azurite::{ACCOUNT, Azurite};
+use clouddp_e2e::azurite::Azurite;
 use clouddp_e2e::certs::{Validity, self_signed};
-use clouddp_e2e::console::{self, TEST_SUBSCRIPTION};
+use clouddp_e2e::console;
 use clouddp_e2e::content::write_random_file;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
@@ -48,6 +48,35 @@ async fn pulled_since(
     }
 }
 
+/// Registers the application in `source` as `name` and distributes it to `walk-cdp`, waiting until it is there.
+fn add_and_distribute(
+    manager: &ServiceProcess,
+    monitoring: &ServiceProcess,
+    name: &str,
+    source: &std::path::Path,
+) {
+    let source = source.to_str().unwrap();
+    ok(
+        manager,
+        monitoring,
+        &[
+            "content",
+            "add",
+            "--name",
+            name,
+            "--type",
+            "application",
+            "--source",
+            source,
+        ],
+    );
+    ok(
+        manager,
+        monitoring,
+        &["content", "distribute", name, "--dp", "walk-cdp", "--wait"],
+    );
+}
+
 /// Now, in ms since the epoch, `offset` ahead.
 fn now_plus(offset: Duration) -> i64 {
     (std::time::SystemTime::now() + offset)
@@ -80,64 +109,20 @@ async fn the_default_walkthrough_keeps_monitoring_pulling_and_alerting() {
         .unwrap();
     let service = self_signed("walk-cdp.contoso.test", Validity::Current).unwrap();
     let (service_crt, service_key) = service.write_pem(files, "service").unwrap();
-    let endpoint = azurite.blob_endpoint();
     // The defaults: no threshold is set.
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "dp",
-            "install",
-            "--service-name",
-            "walk-cdp",
-            "--subscription",
-            TEST_SUBSCRIPTION,
-            "--region",
-            "westeurope",
-            "--account",
-            ACCOUNT,
-            "--blob-endpoint",
-            &endpoint,
-            "--emulator",
-            "--management-cert",
-            management_pfx.to_str().unwrap(),
-            "--management-password",
-            "pw",
-            "--service-cert",
-            service_crt.to_str().unwrap(),
-            "--service-key",
-            service_key.to_str().unwrap(),
-        ],
-    );
+    console::install_cloud_dp_with(
+        &manager.url(),
+        &monitoring.url(),
+        &azurite,
+        "walk-cdp",
+        (&management_pfx, "pw"),
+        (&service_crt, &service_key),
+    )
+    .unwrap();
     let source = files.join("source");
     // 8 MB: at the default thresholds its 7-day rate puts the next level some 12,000 years away.
     write_random_file(&source.join("app.bin"), 8_000_000, 7).unwrap();
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "content",
-            "add",
-            "--name",
-            "walk-app",
-            "--type",
-            "application",
-            "--source",
-            source.to_str().unwrap(),
-        ],
-    );
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "content",
-            "distribute",
-            "walk-app",
-            "--dp",
-            "walk-cdp",
-            "--wait",
-        ],
-    );
+    add_and_distribute(&manager, &monitoring, "walk-app", &source);
     let deployment =
         clouddp_e2e::content::allow_cloud_and_deploy(manager.channel(), "pc-1", "walk-app")
             .await
@@ -205,32 +190,7 @@ async fn the_default_walkthrough_keeps_monitoring_pulling_and_alerting() {
     // crossed.
     let second = files.join("second");
     write_random_file(&second.join("app.bin"), 8_000_000, 8).unwrap();
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "content",
-            "add",
-            "--name",
-            "walk-second",
-            "--type",
-            "application",
-            "--source",
-            second.to_str().unwrap(),
-        ],
-    );
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "content",
-            "distribute",
-            "walk-second",
-            "--dp",
-            "walk-cdp",
-            "--wait",
-        ],
-    );
+    add_and_distribute(&manager, &monitoring, "walk-second", &second);
     ok(
         &manager,
         &monitoring,

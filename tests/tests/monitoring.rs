@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clouddp_e2e::azurite::{ACCOUNT, Azurite};
+use clouddp_e2e::azurite::Azurite;
 use clouddp_e2e::certs::{Validity, self_signed};
-use clouddp_e2e::console::{self, ConsoleOutput, TEST_SUBSCRIPTION};
+use clouddp_e2e::console::{self, ConsoleOutput};
 use clouddp_e2e::content::write_random_file;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
@@ -116,34 +116,15 @@ async fn transfers_and_storage_raise_escalate_and_resolve_alerts() {
 
     // A cloud DP with low thresholds: transfer 1 GB (warning 1 % = 10 MB, critical 3 % = 30 MB), storage 1 GB
     // (warning 2 % = 20 MB).
-    let endpoint = azurite.blob_endpoint();
-    ok(
-        &manager,
-        &monitoring,
-        &[
-            "dp",
-            "install",
-            "--service-name",
-            "mon-cdp",
-            "--subscription",
-            TEST_SUBSCRIPTION,
-            "--region",
-            "westeurope",
-            "--account",
-            ACCOUNT,
-            "--blob-endpoint",
-            &endpoint,
-            "--emulator",
-            "--management-cert",
-            management_pfx.to_str().unwrap(),
-            "--management-password",
-            "pw",
-            "--service-cert",
-            service_crt.to_str().unwrap(),
-            "--service-key",
-            service_key.to_str().unwrap(),
-        ],
-    );
+    console::install_cloud_dp_with(
+        &manager.url(),
+        &monitoring.url(),
+        &azurite,
+        "mon-cdp",
+        (&management_pfx, "pw"),
+        (&service_crt, &service_key),
+    )
+    .unwrap();
     ok(
         &manager,
         &monitoring,

@@ -1,7 +1,8 @@
 //! The caller's deadline (`grpc-timeout`) as gRPC defines it: a call that has not answered by then ends with
 //! DEADLINE_EXCEEDED, and a server stream still open then ends with DEADLINE_EXCEEDED in its trailers. (The
 //! transport's own timeout answers CANCELLED, and only until the response headers; this layer sits inside it
-//! and takes its deadline first, so it always answers first.)
+//! and takes its deadline first, so it always answers first.) The same layer cuts every `grpc-message` to
+//! [`MAX_MESSAGE_BYTES`], in headers and trailers, since it already sees every response.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
