@@ -22,6 +22,7 @@ pub const DISTRIBUTION_MANAGER_SERVICES: &[&str] = &[
     "clouddp.v1.ClientPolicyService",
     "clouddp.v1.ContentLocationService",
     "clouddp.v1.SiteService",
+    "clouddp.v1.AccessService",
 ];
 
 /// The `clouddp.v1` services the monitoring service serves, by full name.

@@ -218,6 +218,17 @@ CASES = {
         ("cursor ahead", {"after_sequence": 10**12}, OUT_OF_RANGE),
     ],
     "SiteService.RestoreSite": [("not a backup", [{"data": "bm90IGEgYmFja3Vw"}], INVALID)],
+    "AccessService.ListRoleBindings": [("a device as principal", {"principal": "device/pc-1"}, INVALID)],
+    "AccessService.GrantRole": [
+        ("no principal", {"role": "read-only-analyst"}, INVALID),
+        ("unknown role", {"principal": "admin/bob", "role": "root"}, INVALID),
+        ("built-in role", {"principal": "admin/bob", "role": "device"}, INVALID),
+        ("oversize name", {"principal": "admin/" + LONG, "role": "read-only-analyst"}, INVALID),
+    ],
+    "AccessService.RevokeRole": [
+        ("bad principal", {"principal": "admin/a b", "role": "read-only-analyst"}, INVALID),
+        ("role not held", {"principal": "admin/nobody", "role": "read-only-analyst"}, NOT_FOUND),
+    ],
 }
 
 # A server stream with no input but its flag: nothing in it can be wrong.

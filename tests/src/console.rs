@@ -35,6 +35,7 @@ pub fn run(dm_url: &str, monitoring_url: &str, args: &[&str]) -> anyhow::Result<
         .args(args)
         .env_remove("CLOUDDP_ENDPOINT")
         .env_remove("CLOUDDP_MONITORING_ENDPOINT")
+        .env_remove("CLOUDDP_CONFIG")
         .output()
         .context("run clouddp")?;
     Ok(ConsoleOutput {

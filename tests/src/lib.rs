@@ -9,6 +9,7 @@ pub mod certs;
 pub mod console;
 pub mod content;
 pub mod grpcurl;
+pub mod identity;
 pub mod otlp;
 pub mod pki;
 pub mod service;
@@ -52,6 +53,16 @@ pub fn tools_dir() -> PathBuf {
     std::env::var_os("CLOUDDP_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".tools"))
+}
+
+/// A folder for a folder DP of `manager`, in its data dir's `stores/` (always a store root).
+pub fn store_folder(manager: &ServiceProcess, name: &str) -> String {
+    manager
+        .data_dir()
+        .join("stores")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// Starts a distribution manager and a monitoring service that follows it, both plaintext on loopback.

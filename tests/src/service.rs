@@ -170,6 +170,12 @@ impl ServiceProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.spec.args)
+            .args(if self.spec.tls {
+                None
+            } else {
+                // Plaintext without authentication, as the tests of features other than access ask.
+                Some("--plaintext")
+            })
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdin(Stdio::null())
@@ -181,6 +187,14 @@ impl ServiceProcess {
                 "CLOUDDP_DM__CONTENT_ENDPOINT__LISTEN",
                 self.content_addr.to_string(),
             );
+        }
+        if self.spec.kind == ServiceKind::DistributionManager && !self.spec.tls {
+            // Tests of other features register content from, and keep folder stores in, their temporary
+            // directories; a test of access (TLS) gives the roots it means.
+            let temp = format!("[{:?}]", std::env::temp_dir().display().to_string());
+            command
+                .env("CLOUDDP_DM__CONTENT__SOURCE_ROOTS", &temp)
+                .env("CLOUDDP_DM__STORAGE__STORE_ROOTS", &temp);
         }
         for (name, value) in &self.spec.env {
             command.env(name, value);

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use clouddp_e2e::ServiceProcess;
 use clouddp_e2e::azurite::{ACCOUNT, Azurite};
 use clouddp_e2e::console::{self, ConsoleOutput};
 use clouddp_e2e::content::write_random_file;
+use clouddp_e2e::{ServiceProcess, store_folder};
 use clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use clouddp_proto::v1::{DistributionPointState, ListFollowedDistributionPointsRequest};
 
@@ -162,7 +162,7 @@ async fn stop_start_and_scale_a_cloud_dp() {
             "--name",
             "branch-x",
             "--folder",
-            "/srv/clouddp/branch-x",
+            &store_folder(&manager, "branch-x"),
             "--address",
             "https://branch-x.corp.example",
         ],
@@ -268,7 +268,7 @@ async fn groups_are_renamed_and_deleted_without_touching_their_members() {
             "--name",
             "member-1",
             "--folder",
-            "/srv/clouddp/m1",
+            &store_folder(&manager, "m1"),
             "--address",
             "https://m1.corp.example",
         ],

@@ -113,10 +113,14 @@ async fn grpcurl_calls_health_and_rpcs_with_clear_errors() {
     .unwrap();
     assert!(named.contains("\"SERVING\""), "{named}");
 
+    let register = format!(
+        r#"{{"name":"dp-grpcurl","kind":"DISTRIBUTION_POINT_KIND_ON_PREMISES","folder_path":{:?},"address":"https://dp.lab:7443"}}"#,
+        clouddp_e2e::store_folder(&manager, "dp")
+    );
     let registered = grpcurl::ok([
         "-plaintext",
         "-d",
-        r#"{"name":"dp-grpcurl","kind":"DISTRIBUTION_POINT_KIND_ON_PREMISES","folder_path":"/srv/dp","address":"https://dp.lab:7443"}"#,
+        register.as_str(),
         &manager.addr().to_string(),
         "clouddp.v1.DistributionPointService/RegisterDistributionPoint",
     ])

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clouddp_e2e::pki::{PemFiles, TestCa};
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec, console};
-use clouddp_proto::v1::ListFollowedDistributionPointsRequest;
-use clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -85,27 +83,52 @@ async fn tls_accepts_clients_that_trust_the_ca_and_fails_others() {
         "plaintext must not be served on a TLS listener"
     );
 
+    // The operator's server certificate serves; callers authenticate with the site's credentials.
     let ca_flag = ca.certificate().display().to_string();
+    let admin = manager.data_dir().join("admin");
+    let (cert, key) = (
+        admin.join("cert.pem").display().to_string(),
+        admin.join("key.pem").display().to_string(),
+    );
     let listed = console::run(
+        &manager.url(),
+        "http://127.0.0.1:9",
+        &[
+            "--ca-cert",
+            &ca_flag,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+            "dp",
+            "list",
+        ],
+    )
+    .unwrap();
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let anonymous = console::run(
         &manager.url(),
         "http://127.0.0.1:9",
         &["--ca-cert", &ca_flag, "dp", "list"],
     )
     .unwrap();
-    assert_eq!(listed.code, 0, "{listed:?}");
+    assert_eq!(anonymous.code, 1, "{anonymous:?}");
+    assert!(
+        anonymous.stderr.contains("Unauthenticated")
+            && anonymous.stderr.contains("client certificate"),
+        "{anonymous:?}"
+    );
     let untrusted = console::run(&manager.url(), "http://127.0.0.1:9", &["dp", "list"]).unwrap();
     assert_eq!(untrusted.code, 3, "{untrusted:?}");
 }
 
 #[tokio::test]
-async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
+async fn an_operator_client_ca_admits_only_certificates_that_name_a_principal_of_the_site() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("clouddp-test-ca", dir.path()).unwrap();
     let rogue = TestCa::new("rogue-ca", &dir.path().join("rogue")).unwrap();
     let server = ca.server("dm", &["localhost", "127.0.0.1"]).unwrap();
-    let good_client = ca
-        .client("monitoring-client", "clouddp-monitoring")
-        .unwrap();
+    let unnamed_client = ca.client("unnamed-client", "clouddp-monitoring").unwrap();
     let rogue_client = rogue.client("rogue-client", "clouddp-monitoring").unwrap();
     let mut flags = server_flags(&server);
     flags.extend([
@@ -120,57 +143,38 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
     .await
     .unwrap();
 
-    health_over_tls(&manager.url(), &ca.certificate(), Some(&good_client))
+    // Health stays open for load balancers and probes, with or without a certificate.
+    health_over_tls(&manager.url(), &ca.certificate(), Some(&unnamed_client))
         .await
         .unwrap();
-    assert!(
-        health_over_tls(&manager.url(), &ca.certificate(), None)
-            .await
-            .is_err(),
-        "a client without a certificate must be refused"
-    );
+    health_over_tls(&manager.url(), &ca.certificate(), None)
+        .await
+        .unwrap();
     assert!(
         health_over_tls(&manager.url(), &ca.certificate(), Some(&rogue_client))
             .await
             .is_err(),
         "a client certificate from another CA must be refused"
     );
-
-    // Service to service: the monitoring service follows the manager over mutual TLS.
-    let monitoring = ServiceProcess::start(
-        ServiceSpec::new(ServiceKind::Monitoring)
-            .args(["--distribution-manager", &manager.url()])
-            .env(
-                "CLOUDDP_MON__DISTRIBUTION_MANAGER__TLS__CA_CERTIFICATE",
-                &ca.certificate().display().to_string(),
-            )
-            .env(
-                "CLOUDDP_MON__DISTRIBUTION_MANAGER__TLS__CLIENT_CERTIFICATE",
-                &good_client.certificate.display().to_string(),
-            )
-            .env(
-                "CLOUDDP_MON__DISTRIBUTION_MANAGER__TLS__CLIENT_KEY",
-                &good_client.private_key.display().to_string(),
-            ),
+    // A certificate of the client CA that names no spiffe:// principal of the site is nobody.
+    let ca_flag = ca.certificate().display().to_string();
+    let unnamed = console::run(
+        &manager.url(),
+        "http://127.0.0.1:9",
+        &[
+            "--ca-cert",
+            &ca_flag,
+            "--client-cert",
+            &unnamed_client.certificate.display().to_string(),
+            "--client-key",
+            &unnamed_client.private_key.display().to_string(),
+            "dp",
+            "list",
+        ],
     )
-    .await
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let answer = MonitoringServiceClient::new(monitoring.channel())
-            .list_followed_distribution_points(ListFollowedDistributionPointsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if answer.connected {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "monitoring never connected over mTLS: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(unnamed.code, 1, "{unnamed:?}");
+    assert!(unnamed.stderr.contains("names no principal"), "{unnamed:?}");
 }
 
 fn run_manager(args: &[&str]) -> std::process::Output {
@@ -187,6 +191,7 @@ fn plaintext_off_loopback_and_readable_keys_are_refused_with_exit_64() {
     let refused = run_manager(&[
         "--listen",
         "0.0.0.0:7400",
+        "--plaintext",
         "--data-dir",
         &data,
         "--check-config",
@@ -194,7 +199,7 @@ fn plaintext_off_loopback_and_readable_keys_are_refused_with_exit_64() {
     assert_eq!(refused.status.code(), Some(64));
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        message.contains("without TLS") && message.contains("--insecure"),
+        message.contains("in plaintext") && message.contains("--insecure"),
         "{message}"
     );
     assert_eq!(
@@ -203,9 +208,22 @@ fn plaintext_off_loopback_and_readable_keys_are_refused_with_exit_64() {
         "one clear line: {message}"
     );
 
+    let secure = run_manager(&[
+        "--listen",
+        "0.0.0.0:7400",
+        "--data-dir",
+        &data,
+        "--check-config",
+    ]);
+    assert_eq!(
+        secure.status.code(),
+        Some(0),
+        "mutual TLS is the default: {secure:?}"
+    );
     let allowed = run_manager(&[
         "--listen",
         "0.0.0.0:7400",
+        "--plaintext",
         "--insecure",
         "--data-dir",
         &data,

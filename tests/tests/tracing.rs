@@ -44,7 +44,7 @@ async fn spans_are_exported_and_trace_context_crosses_grpc_hops() {
     let mut request = tonic::Request::new(pb::RegisterDistributionPointRequest {
         name: "traced".to_owned(),
         kind: pb::DistributionPointKind::OnPremises.into(),
-        folder_path: "/srv/traced".to_owned(),
+        folder_path: clouddp_e2e::store_folder(&manager, "traced"),
         address: "https://traced.example".to_owned(),
         ..Default::default()
     });

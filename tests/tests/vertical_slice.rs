@@ -49,6 +49,10 @@ async fn monitoring_follows_dps_across_a_distribution_manager_restart() {
     let (mut manager, monitoring) = clouddp_e2e::start_both().await.unwrap();
     let dm = manager.url();
     let mon = monitoring.url();
+    let (folder_a, folder_b) = (
+        clouddp_e2e::store_folder(&manager, "branch-a"),
+        clouddp_e2e::store_folder(&manager, "edge-b"),
+    );
 
     let registered = console::run(
         &dm,
@@ -59,7 +63,7 @@ async fn monitoring_follows_dps_across_a_distribution_manager_restart() {
             "--name",
             "branch-a",
             "--folder",
-            "/srv/clouddp/branch-a",
+            &folder_a,
             "--address",
             "https://branch-a.corp.example:7443",
             "--boundary-group",
@@ -131,7 +135,7 @@ async fn monitoring_follows_dps_across_a_distribution_manager_restart() {
             "--kind",
             "internet-facing",
             "--folder",
-            "/srv/clouddp/edge-b",
+            &folder_b,
             "--address",
             "https://edge-b.example.com",
         ],

@@ -10,26 +10,35 @@ use crate::{EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE};
 /// Where the services are and how to reach them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Endpoints {
+    /// A console configuration file (endpoints, CA, client certificate and key), as the site's first start
+    /// writes for its first administrator (`admin/clouddp.toml` in the distribution manager's data dir).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        hide = true,
+        env = "CLOUDDP_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
     /// The distribution manager's gRPC URL.
     #[arg(
         long,
         global = true,
         help_heading = "Global options",
         hide = true,
-        env = "CLOUDDP_ENDPOINT",
-        default_value = "http://127.0.0.1:7400"
+        env = "CLOUDDP_ENDPOINT"
     )]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
     /// The monitoring service's gRPC URL.
     #[arg(
         long,
         global = true,
         help_heading = "Global options",
         hide = true,
-        env = "CLOUDDP_MONITORING_ENDPOINT",
-        default_value = "http://127.0.0.1:7401"
+        env = "CLOUDDP_MONITORING_ENDPOINT"
     )]
-    pub monitoring_endpoint: String,
+    pub monitoring_endpoint: Option<String>,
     /// PEM CA certificate that issued the services' certificates (for https:// URLs).
     #[arg(
         long,
@@ -74,6 +83,22 @@ pub struct Endpoints {
     pub timeout: u64,
 }
 
+/// The distribution manager's URL when neither a flag nor a configuration names one.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+/// The monitoring service's URL when neither a flag nor a configuration names one.
+pub const DEFAULT_MONITORING_ENDPOINT: &str = "http://127.0.0.1:7401";
+
+/// A console configuration file: every key optional; flags and environment variables win over it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    endpoint: Option<String>,
+    monitoring_endpoint: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
 /// Which service a call goes to, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -104,7 +129,9 @@ impl Service {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The service could not be reached.
-    #[error("cannot reach the {service} at {url}: {detail}. Is it running? Point {flag} at it.")]
+    #[error(
+        "cannot reach the {service} at {url}: {detail}. Is it running? Point {flag} at it, or give the console its configuration: export CLOUDDP_CONFIG=<distribution manager data dir>/admin/clouddp.toml"
+    )]
     Unreachable {
         service: &'static str,
         url: String,
@@ -168,11 +195,54 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Endpoints {
+    /// Fills what the flags and environment left open from the configuration file: `--config`, else
+    /// `CLOUDDP_CONFIG`, else `~/.config/clouddp/config.toml` when it exists (as kubectl reads a kubeconfig).
+    pub fn resolve(&mut self) -> CliResult<()> {
+        let path = self.config.clone().or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            let path = PathBuf::from(home).join(".config/clouddp/config.toml");
+            path.is_file().then_some(path)
+        });
+        let Some(path) = path else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            CliError::Local(format!(
+                "cannot read the console configuration {}: {error}",
+                path.display()
+            ))
+        })?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|error| {
+            CliError::Local(format!("console configuration {}: {error}", path.display()))
+        })?;
+        // Relative paths in the file are relative to the file.
+        let base = path.parent().map(PathBuf::from).unwrap_or_default();
+        let at = |file: Option<PathBuf>| file.map(|file| base.join(file));
+        if self.endpoint.is_none() {
+            self.endpoint = file.endpoint;
+        }
+        if self.monitoring_endpoint.is_none() {
+            self.monitoring_endpoint = file.monitoring_endpoint;
+        }
+        if self.ca_cert.is_none() {
+            self.ca_cert = at(file.ca_cert);
+        }
+        if self.client_cert.is_none() && self.client_key.is_none() {
+            self.client_cert = at(file.client_cert);
+            self.client_key = at(file.client_key);
+        }
+        self.config = Some(path);
+        Ok(())
+    }
+
     /// The URL of `service`.
     pub fn url(&self, service: Service) -> &str {
         match service {
-            Service::DistributionManager => &self.endpoint,
-            Service::Monitoring => &self.monitoring_endpoint,
+            Service::DistributionManager => self.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT),
+            Service::Monitoring => self
+                .monitoring_endpoint
+                .as_deref()
+                .unwrap_or(DEFAULT_MONITORING_ENDPOINT),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `clouddp`: the admin command line of clouddp, over the clouddp.v1 gRPC API.
 #![forbid(unsafe_code)]
 
+mod access;
 mod alerts;
 mod cert;
 mod connect;
@@ -66,11 +67,16 @@ enum Command {
     /// List, show, postpone, acknowledge and watch alerts (from the monitoring service).
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// Grant, revoke and list administrators' roles.
+    #[command(subcommand)]
+    Access(access::AccessCommand),
 }
 
 /// The global options, written once in `clouddp --help` rather than repeated in every command's help.
 const GLOBAL_OPTIONS: &str = "\
 Global options (before or after any command; environment variable, default):
+      --config <FILE>              endpoints and credentials (CLOUDDP_CONFIG, ~/.config/clouddp/config.toml);
+                                   the site writes one for its first admin: <dm data dir>/admin/clouddp.toml
       --endpoint <URL>             distribution manager (CLOUDDP_ENDPOINT, http://127.0.0.1:7400)
       --monitoring-endpoint <URL>  monitoring (CLOUDDP_MONITORING_ENDPOINT, http://127.0.0.1:7401)
       --ca-cert <FILE>             PEM CA for https:// URLs (CLOUDDP_CA_CERT)
@@ -124,15 +130,10 @@ async fn main() -> ExitCode {
         }
         Err(error) => error.exit(),
     };
-    let outcome = match cli.command {
-        Command::Status => status::run(&cli.endpoints, cli.output).await,
-        Command::Dp(command) => dp::run(command, &cli.endpoints, cli.output).await,
-        Command::Content(command) => content::run(command, &cli.endpoints, cli.output).await,
-        Command::Group(command) => content::run_group(command, &cli.endpoints, cli.output).await,
-        Command::Cert(command) => cert::run(command, &cli.endpoints, cli.output).await,
-        Command::Site(command) => site::run(command, &cli.endpoints, cli.output).await,
-        Command::Usage(command) => alerts::run_usage(command, &cli.endpoints, cli.output).await,
-        Command::Alerts(command) => alerts::run_alerts(command, &cli.endpoints, cli.output).await,
+    let mut cli = cli;
+    let outcome = match cli.endpoints.resolve() {
+        Err(error) => Err(error),
+        Ok(()) => run(cli.command, &cli.endpoints, cli.output).await,
     };
     match outcome {
         Ok(code) => code,
@@ -145,6 +146,25 @@ async fn main() -> ExitCode {
             eprintln!("clouddp: {error}");
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+/// Runs one command.
+async fn run(
+    command: Command,
+    endpoints: &Endpoints,
+    output: OutputFormat,
+) -> connect::CliResult<ExitCode> {
+    match command {
+        Command::Status => status::run(endpoints, output).await,
+        Command::Dp(command) => dp::run(command, endpoints, output).await,
+        Command::Content(command) => content::run(command, endpoints, output).await,
+        Command::Group(command) => content::run_group(command, endpoints, output).await,
+        Command::Cert(command) => cert::run(command, endpoints, output).await,
+        Command::Site(command) => site::run(command, endpoints, output).await,
+        Command::Usage(command) => alerts::run_usage(command, endpoints, output).await,
+        Command::Alerts(command) => alerts::run_alerts(command, endpoints, output).await,
+        Command::Access(command) => access::run(command, endpoints, output).await,
     }
 }
 

@@ -43,6 +43,19 @@ pub struct DmConfig {
     /// Access tokens.
     #[serde(default)]
     pub tokens: TokenSettings,
+    /// Where content is registered from.
+    #[serde(default)]
+    pub content: ContentSettings,
+}
+
+/// Where content is registered from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentSettings {
+    /// The directories content may be registered from (absolute; files and folders strictly below them, no
+    /// symbolic links below them). None by default: the server reads no source until an administrator of the
+    /// server names these.
+    pub source_roots: Vec<PathBuf>,
 }
 
 /// What a distribution manager process runs.
@@ -170,12 +183,13 @@ impl Default for DmConfig {
             role: Role::default(),
             content_endpoint: ContentEndpointSettings::default(),
             tokens: TokenSettings::default(),
+            content: ContentSettings::default(),
         }
     }
 }
 
 fn default_server() -> ServerSettings {
-    ServerSettings::plaintext(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+    ServerSettings::site_tls(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
 }
 
 /// Where the distribution manager keeps its state.
@@ -184,15 +198,23 @@ fn default_server() -> ServerSettings {
 pub struct StorageSettings {
     /// Directory of the SQLite database (`distribution-manager.db`); created if missing.
     pub data_dir: PathBuf,
+    /// The directories on-premises folder stores may live in (absolute; a DP's folder lies strictly below one,
+    /// with no symbolic link below it). `stores/` in the data dir is always one of them.
+    #[serde(default)]
+    pub store_roots: Vec<PathBuf>,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("clouddp-data/distribution-manager"),
+            store_roots: Vec::new(),
         }
     }
 }
+
+/// The folder inside the data dir that is always a store root.
+pub const DATA_DIR_STORES: &str = "stores";
 
 /// The site.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -8,6 +8,7 @@ use clouddp_core::content::{
 };
 use clouddp_core::seal::{CHUNK_SIZE, DataKey, SealedLayout};
 use clouddp_platform::clock::now_ms;
+use clouddp_platform::confine::Roots;
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 use tokio::io::AsyncReadExt as _;
@@ -185,9 +186,14 @@ fn collect_files(source: &Path) -> DmResult<(PathBuf, Vec<(String, PathBuf)>)> {
 pub async fn register(
     pool: &SqlitePool,
     site_key: &SiteKey,
+    sources: &Roots,
     request: NewContent,
 ) -> DmResult<ContentRecord> {
-    let source = PathBuf::from(&request.source_path);
+    let source = sources
+        .confine(Path::new(&request.source_path), false)
+        .map_err(|refused| {
+            DmError::InvalidArgument(clouddp_core::ValidationError::new("source_path", refused.0))
+        })?;
     let (root, files) = tokio::task::spawn_blocking(move || collect_files(&source))
         .await
         .map_err(|error| DmError::Internal(error.to_string()))??;
@@ -201,6 +207,9 @@ pub async fn register(
                 "source_path",
                 format!("cannot read {}: {error}", path.display()),
             ))
+        })?;
+        clouddp_platform::confine::check_opened(&file, path).map_err(|refused| {
+            DmError::InvalidArgument(clouddp_core::ValidationError::new("source_path", refused.0))
         })?;
         hasher.start_file();
         let mut size = 0_u64;
@@ -437,6 +446,12 @@ pub fn read_plaintext_into(record: &ContentRecord, offset: u64, dest: &mut [u8])
                 DmError::Precondition(format!(
                     "source file {} of content {} cannot be read ({error}); register the content again",
                     path.display(),
+                    record.id
+                ))
+            })?;
+            clouddp_platform::confine::check_opened(&handle, &path).map_err(|refused| {
+                DmError::Precondition(format!(
+                    "source of content {}: {refused}; register the content again",
                     record.id
                 ))
             })?;

@@ -4,6 +4,7 @@
 use clouddp_core::dp::{DpKind, DpState, Thresholds};
 use clouddp_core::validate;
 use clouddp_platform::clock::now_ms;
+use clouddp_platform::confine::Roots;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::broadcast;
 
@@ -148,9 +149,49 @@ pub struct NewCloudDp {
     pub service_certificate: CertChoice,
 }
 
-/// Where clouddp writes in a DP's store: sealed content and the content endpoint's usage logs. A delete removes
-/// these and nothing else.
+/// Where clouddp writes in a DP's store: sealed content and the content endpoint's usage logs. A delete lists
+/// these and removes only the objects [`written_by_clouddp`] recognizes.
 const WRITTEN_PREFIXES: [&str; 2] = ["content/", "usage/"];
+
+/// True for the names clouddp gives the objects it writes: `content/cnt-<uuid>/v<N>.sealed` and
+/// `usage/YYYY/MM/DD/HH/<instance>-<13 digits>-<6 digits>.jsonl`. Anything else in a DP's folder or container
+/// was put there by someone else and stays.
+fn written_by_clouddp(path: &str) -> bool {
+    let digits =
+        |text: &str, len: usize| text.len() == len && text.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["content", id, file] => {
+            let uuid = id
+                .strip_prefix("cnt-")
+                .and_then(|rest| uuid::Uuid::parse_str(rest).ok());
+            let version = file
+                .strip_prefix('v')
+                .and_then(|rest| rest.strip_suffix(".sealed"))
+                .is_some_and(|number| {
+                    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+                });
+            uuid.is_some() && version
+        }
+        ["usage", year, month, day, hour, file] => {
+            let stem = file.strip_suffix(".jsonl").unwrap_or_default();
+            let mut tail = stem.rsplitn(3, '-');
+            let (Some(sequence), Some(time), Some(instance)) =
+                (tail.next(), tail.next(), tail.next())
+            else {
+                return false;
+            };
+            digits(year, 4)
+                && digits(month, 2)
+                && digits(day, 2)
+                && digits(hour, 2)
+                && digits(sequence, 6)
+                && digits(time, 13)
+                && !instance.is_empty()
+        }
+        _ => false,
+    }
+}
 
 /// A DP's store in words, for a person deciding what to clean by hand.
 fn describe_store(store: Option<&DpStore>) -> String {
@@ -273,6 +314,18 @@ pub struct DistributionManager {
     certificates: CertificateStore,
     changes: broadcast::Sender<DpChange>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    roots: Arc<Confinement>,
+}
+
+/// Where an administrator may point the manager on the server's file system.
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// Content is registered only from below these.
+    pub sources: Roots,
+    /// On-premises folder stores live only below these.
+    pub stores: Roots,
+    /// The manager's data dir (canonical): no folder store may hold it or lie in it, but for its `stores/`.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl DistributionManager {
@@ -286,7 +339,19 @@ impl DistributionManager {
             site_key,
             changes,
             generation: Arc::default(),
+            roots: Arc::default(),
         }
+    }
+
+    /// Confines content sources and folder stores to `roots` (nothing is accepted without).
+    pub fn with_roots(mut self, roots: Confinement) -> Self {
+        self.roots = Arc::new(roots);
+        self
+    }
+
+    /// Where content and folder stores may be.
+    pub fn roots(&self) -> &Confinement {
+        &self.roots
     }
 
     /// The database.
@@ -847,6 +912,7 @@ impl DistributionManager {
                 Err(error) => return Err(store_error(error)),
             }
         }
+        objects.retain(|object| written_by_clouddp(&object.path));
         for object in &objects {
             store.delete(&object.path).await.map_err(store_error)?;
         }
@@ -1042,7 +1108,31 @@ impl DistributionManager {
     }
 
     /// Registers an on-premises or internet-facing DP.
-    pub async fn register(&self, request: NewOnPremDp) -> DmResult<DpRecord> {
+    pub async fn register(&self, mut request: NewOnPremDp) -> DmResult<DpRecord> {
+        let folder = std::path::Path::new(&request.folder_path);
+        request.folder_path = self
+            .roots
+            .stores
+            .confine(folder, true)
+            .map_err(|refused| validate::ValidationError::new("folder_path", refused.0))?
+            .display()
+            .to_string();
+        let folder = std::path::Path::new(&request.folder_path);
+        let data_dir = &self.roots.data_dir;
+        let in_data_dir = folder.starts_with(data_dir)
+            && !folder.starts_with(data_dir.join(crate::config::DATA_DIR_STORES));
+        if in_data_dir || data_dir.starts_with(folder) {
+            return Err(validate::ValidationError::new(
+                "folder_path",
+                format!(
+                    "{} overlaps the distribution manager's data directory {}; use a folder of its own (under {}/ there, say)",
+                    request.folder_path,
+                    data_dir.display(),
+                    data_dir.join(crate::config::DATA_DIR_STORES).display()
+                ),
+            )
+            .into());
+        }
         let now = now_ms();
         let mut transaction = clouddp_platform::db::write_transaction(&self.pool).await?;
         // Two DPs in one folder (or one inside the other) would delete each other's content.
@@ -1317,4 +1407,30 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> DmResult<DpRecord> {
         management_certificate_id: row.try_get("management_certificate_id")?,
         service_certificate_id: row.try_get("service_certificate_id")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_names_clouddp_gives_its_objects_are_deleted() {
+        assert!(written_by_clouddp(
+            "content/cnt-0b7d1c3e-5d0c-4f49-9a55-0f6f1b2c3d4e/v12.sealed"
+        ));
+        assert!(written_by_clouddp(
+            "usage/2026/12/04/05/ep-1a2b-1764824400000-000042.jsonl"
+        ));
+        for foreign in [
+            "content/notes.txt",
+            "content/cnt-0b7d1c3e-5d0c-4f49-9a55-0f6f1b2c3d4e/v12.sealed.bak",
+            "content/cnt-not-a-uuid/v1.sealed",
+            "content/cnt-0b7d1c3e-5d0c-4f49-9a55-0f6f1b2c3d4e/readme.txt",
+            "usage/2026/12/04/05/notes.txt",
+            "usage/readme",
+            "other.txt",
+        ] {
+            assert!(!written_by_clouddp(foreign), "{foreign}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! binary and the tests start it the same way.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod certs;
 pub mod config;
 pub mod content;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use clouddp_platform::grpc::GrpcServer;
 use clouddp_platform::supervise::Supervisor;
+use clouddp_proto::v1::access_service_server::AccessServiceServer;
 use clouddp_proto::v1::certificate_service_server::CertificateServiceServer;
 use clouddp_proto::v1::client_policy_service_server::ClientPolicyServiceServer;
 use clouddp_proto::v1::content_location_service_server::ContentLocationServiceServer;
@@ -49,6 +51,57 @@ pub const DATABASE_FILE: &str = "distribution-manager.db";
 /// The gRPC services this process serves, as health reports them.
 pub const SERVICES: &[&str] = clouddp_proto::DISTRIBUTION_MANAGER_SERVICES;
 
+/// Unless a test asked for plaintext: the site's certificates (created on the first start, with the first
+/// administrator's credential), mutual TLS, and every call authorized.
+async fn secure(
+    server: GrpcServer,
+    config: &DmConfig,
+    access_store: &access::AccessStore,
+    bindings: Arc<clouddp_platform::authorize::RoleBindings>,
+) -> anyhow::Result<GrpcServer> {
+    if config.server.plaintext {
+        return Ok(server);
+    }
+    let trust_domain = clouddp_platform::access::trust_domain(&config.site.code);
+    let credentials = access::SiteCredentials::in_data_dir(&config.storage.data_dir);
+    credentials.ensure(&trust_domain, config.server.listen)?;
+    access_store.bootstrap().await?;
+    let server = match &config.server.tls {
+        // Files of the operator's own PKI serve; callers still authenticate with certificates of the site CA.
+        Some(files) => server.with_tls(clouddp_platform::tls::server_config_with_client_ca(
+            files,
+            &credentials.ca_dir.join("ca.pem"),
+        )?),
+        None => server.with_tls(clouddp_platform::pki::server_tls(&credentials.server_dir)?),
+    };
+    let authorizer = clouddp_platform::authorize::Authorizer::new(trust_domain, bindings);
+    Ok(server.authorized(Arc::new(authorizer)))
+}
+
+/// The roots content sources and folder stores are confined to; `stores/` in the data dir is created and always
+/// a store root.
+fn confinement(config: &DmConfig) -> anyhow::Result<dp::Confinement> {
+    use clouddp_platform::confine::Roots;
+    let data_stores = config.storage.data_dir.join(config::DATA_DIR_STORES);
+    std::fs::create_dir_all(&data_stores)
+        .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", data_stores.display()))?;
+    let mut store_roots = vec![std::fs::canonicalize(&data_stores)?];
+    store_roots.extend(config.storage.store_roots.iter().cloned());
+    Ok(dp::Confinement {
+        sources: Roots::new(
+            "content source",
+            "[content] source_roots (or --source-root)",
+            &config.content.source_roots,
+        )?,
+        stores: Roots::new(
+            "folder store",
+            "[storage] store_roots (or --store-root)",
+            &store_roots,
+        )?,
+        data_dir: std::fs::canonicalize(&config.storage.data_dir)?,
+    })
+}
+
 /// Opens the data directory and database, then serves gRPC on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: DmConfig,
@@ -62,11 +115,14 @@ pub async fn run(
         Some(path) => keys::SiteKey::load_or_create(path, false)?,
         None => keys::SiteKey::load_or_create(&data_dir.join(keys::SITE_KEY_FILE), true)?,
     };
-    let manager = Arc::new(DistributionManager::new(
-        pool.clone(),
-        config.site.code.to_ascii_uppercase(),
-        Arc::new(site_key),
-    ));
+    let manager = Arc::new(
+        DistributionManager::new(
+            pool.clone(),
+            config.site.code.to_ascii_uppercase(),
+            Arc::new(site_key),
+        )
+        .with_roots(confinement(&config)?),
+    );
     let supervisor = Supervisor::new();
     let token_keys = tokens::TokenKeys::open(
         pool.clone(),
@@ -84,7 +140,15 @@ pub async fn run(
         pool.close().await;
         return result;
     }
-    let server = GrpcServer::new(&config.server)?.supervised(supervisor.clone());
+    let bindings = Arc::new(clouddp_platform::authorize::RoleBindings::default());
+    let access_store = access::AccessStore::open(pool.clone(), bindings.clone()).await?;
+    let server = secure(
+        GrpcServer::new(&config.server)?.supervised(supervisor.clone()),
+        &config,
+        &access_store,
+        bindings,
+    )
+    .await?;
     let mut content_endpoint_task = None;
     let mut public_port = config.content_endpoint.public_port;
     if config.content_endpoint.enabled {
@@ -183,6 +247,11 @@ pub async fn run(
         )
         .add_service(
             SiteServiceServer::new(grpc::SiteGrpc::new(site::Site::new(manager.clone())))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            AccessServiceServer::new(grpc::AccessGrpc::new(access_store))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
         );

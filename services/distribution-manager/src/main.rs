@@ -19,6 +19,12 @@ struct Cli {
     /// site key; with content-endpoint, --listen is the HTTPS listener.
     #[arg(long, value_enum)]
     role: Option<Role>,
+    /// A directory content may be registered from (repeat for several); adds to [content] source_roots.
+    #[arg(long = "source-root", value_name = "DIR")]
+    source_roots: Vec<std::path::PathBuf>,
+    /// A directory on-premises folder stores may live in (repeat for several); adds to [storage] store_roots.
+    #[arg(long = "store-root", value_name = "DIR")]
+    store_roots: Vec<std::path::PathBuf>,
 }
 
 /// mimalloc: LocateContent allocates its whole answer per call; with glibc's allocator the distribution
@@ -36,6 +42,14 @@ fn main() {
                 clouddp_platform::config::load(cli.server.config.as_deref(), env, ENV_PREFIX)?;
             cli.server
                 .apply(&mut config.server, &mut config.storage.data_dir);
+            config
+                .content
+                .source_roots
+                .extend(cli.source_roots.iter().cloned());
+            config
+                .storage
+                .store_roots
+                .extend(cli.store_roots.iter().cloned());
             if let Some(role) = cli.role {
                 config.role = role;
             }

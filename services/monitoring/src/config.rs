@@ -32,6 +32,27 @@ pub struct MonConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// The service's credential.
+    #[serde(default)]
+    pub identity: IdentitySettings,
+}
+
+/// The monitoring service's credential: a folder the distribution manager's first start writes
+/// (`services/monitoring` in its data dir) holding `ca.pem`, `cert.pem` and `key.pem`. Monitoring serves with it
+/// and calls the distribution manager with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// The credential folder.
+    pub credentials: PathBuf,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            credentials: PathBuf::from("clouddp-data/distribution-manager/services/monitoring"),
+        }
+    }
 }
 
 impl Default for MonConfig {
@@ -42,12 +63,13 @@ impl Default for MonConfig {
             distribution_manager: UpstreamSettings::default(),
             pull: PullSettings::default(),
             log: LogSettings::default(),
+            identity: IdentitySettings::default(),
         }
     }
 }
 
 fn default_server() -> ServerSettings {
-    ServerSettings::plaintext(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+    ServerSettings::site_tls(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
 }
 
 /// Where the monitoring service keeps its state.
@@ -70,7 +92,8 @@ impl Default for StorageSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
-    /// Its gRPC URL, `http://` or `https://`.
+    /// Its gRPC URL: `https://` (with the service credential unless TLS files are given), or `http://` when both
+    /// services run in plaintext for a test.
     pub url: String,
     /// TLS for an `https://` URL.
     #[serde(default)]
@@ -80,7 +103,7 @@ pub struct UpstreamSettings {
 impl Default for UpstreamSettings {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:7400".to_owned(),
+            url: "https://127.0.0.1:7400".to_owned(),
             tls: ClientTlsSettings::default(),
         }
     }

@@ -3,6 +3,7 @@
 //! bound listener until a shutdown token is cancelled.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod alerts;
 pub mod config;
 pub mod error;
@@ -41,11 +42,45 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check()?;
     let supervisor = Supervisor::new();
-    let server = GrpcServer::new(&config.server)?.supervised(supervisor.clone());
+    let mut server = GrpcServer::new(&config.server)?.supervised(supervisor.clone());
     let data_dir = &config.storage.data_dir;
     let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
     let upstream = &config.distribution_manager;
-    let channel = clouddp_platform::client::channel(&upstream.url, &upstream.tls)?;
+    let credentials = &config.identity.credentials;
+    let upstream_tls = if config.server.plaintext || upstream.tls != Default::default() {
+        upstream.tls.clone()
+    } else {
+        clouddp_platform::pki::client_settings(credentials)
+    };
+    let channel = clouddp_platform::client::channel(&upstream.url, &upstream_tls)?;
+    let mut bindings_task = None;
+    if !config.server.plaintext {
+        let trust_domain = clouddp_platform::pki::trust_domain_of_credential(credentials).map_err(|error| {
+            anyhow::anyhow!("{error}; give --credentials (or [identity] credentials) the folder services/monitoring in the distribution manager's data dir")
+        })?;
+        let tls = match &config.server.tls {
+            Some(files) => clouddp_platform::tls::server_config_with_client_ca(
+                files,
+                &credentials.join(clouddp_platform::pki::CA_FILE),
+            )?,
+            None => clouddp_platform::pki::server_tls(credentials)?,
+        };
+        let bindings = Arc::new(clouddp_platform::authorize::RoleBindings::default());
+        server = server.with_tls(tls).authorized(Arc::new(
+            clouddp_platform::authorize::Authorizer::new(trust_domain, bindings.clone()),
+        ));
+        bindings_task = Some(supervisor.spawn("access", shutdown.clone(), {
+            let (channel, shutdown) = (channel.clone(), shutdown.clone());
+            move |heartbeat| {
+                access::follow_bindings(
+                    channel.clone(),
+                    bindings.clone(),
+                    shutdown.clone(),
+                    heartbeat,
+                )
+            }
+        }));
+    }
     let follower = Arc::new(DpFollower::new(
         pool.clone(),
         channel.clone(),
@@ -118,7 +153,10 @@ pub async fn run(
         .serve(listener, routes, SERVICES, shutdown.clone())
         .await;
     shutdown.cancel();
-    for task in [pull_task, wake_task, health_task, follow_task] {
+    let tasks = [pull_task, wake_task, health_task, follow_task]
+        .into_iter()
+        .chain(bindings_task);
+    for task in tasks {
         if let Err(error) = task.await {
             tracing::warn!(%error, "a supervisor ended abnormally");
         }

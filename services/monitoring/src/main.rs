@@ -15,9 +15,12 @@ use clouddp_platform::cli::ServerFlags;
 struct Cli {
     #[command(flatten)]
     server: ServerFlags,
-    /// The distribution manager's gRPC URL, for example http://127.0.0.1:7400.
+    /// The distribution manager's gRPC URL, for example https://127.0.0.1:7400.
     #[arg(long, value_name = "URL")]
     distribution_manager: Option<String>,
+    /// The service credential folder the distribution manager wrote (services/monitoring in its data dir).
+    #[arg(long, value_name = "DIR")]
+    credentials: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -30,6 +33,9 @@ fn main() {
                 clouddp_platform::config::load(cli.server.config.as_deref(), env, ENV_PREFIX)?;
             cli.server
                 .apply(&mut config.server, &mut config.storage.data_dir);
+            if let Some(dir) = &cli.credentials {
+                config.identity.credentials.clone_from(dir);
+            }
             if let Some(url) = &cli.distribution_manager {
                 config.distribution_manager.url.clone_from(url);
             }

@@ -26,9 +26,13 @@ pub struct ServerFlags {
     /// PEM CA certificates: clients must present a certificate issued by one (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
-    /// Allow listening on a non-loopback address without TLS.
+    /// Allow --plaintext on a non-loopback address.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve plaintext gRPC with no authentication (every caller may do everything): only for tests, on
+    /// loopback. By default the server speaks mutual TLS with the site's certificates.
+    #[arg(long)]
+    pub plaintext: bool,
     /// Load and check the configuration, print it as TOML, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -52,6 +56,9 @@ impl ServerFlags {
         }
         if self.insecure {
             server.insecure = true;
+        }
+        if self.plaintext {
+            server.plaintext = true;
         }
     }
 }

@@ -203,28 +203,38 @@ pub struct ServerSettings {
     /// Allow listening on a non-loopback address without TLS.
     #[serde(default)]
     pub insecure: bool,
-    /// TLS; plaintext when absent.
+    /// Serve plaintext gRPC with no authentication: every caller may call every RPC. Only for tests on a
+    /// loopback address; by default a server speaks mutual TLS with the site's certificates.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// TLS files; when absent the site's own certificates are used.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
 }
 
 impl ServerSettings {
-    /// Settings listening on `listen`, plaintext.
-    pub fn plaintext(listen: SocketAddr) -> Self {
+    /// Settings listening on `listen` with the site's certificates.
+    pub fn site_tls(listen: SocketAddr) -> Self {
         Self {
             listen,
             insecure: false,
+            plaintext: false,
             tls: None,
         }
     }
 
-    /// Refuses a non-loopback listen address without TLS unless `insecure` is set.
+    /// Refuses plaintext on a non-loopback listen address unless `insecure` is set, and plaintext with TLS files.
     pub fn check(&self) -> ConfigResult<()> {
-        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
+        if self.plaintext && self.tls.is_some() {
+            return Err(ConfigError::Invalid(
+                "plaintext and TLS files exclude each other: drop --plaintext or the TLS files"
+                    .to_owned(),
+            ));
+        }
+        if self.plaintext && !self.listen.ip().is_loopback() && !self.insecure {
             return Err(ConfigError::Invalid(format!(
-                "refusing to listen on {} without TLS: give a certificate and key \
-                 ([server.tls] or --tls-cert/--tls-key), listen on a loopback address, \
-                 or pass --insecure",
+                "refusing to listen on {} in plaintext: drop --plaintext (the site's certificates are used), \
+                 listen on a loopback address, or pass --insecure",
                 self.listen
             )));
         }
@@ -333,7 +343,7 @@ mod tests {
     impl Default for Sample {
         fn default() -> Self {
             Self {
-                server: ServerSettings::plaintext("127.0.0.1:7400".parse().unwrap()),
+                server: ServerSettings::site_tls("127.0.0.1:7400".parse().unwrap()),
                 name: "default".to_owned(),
                 count: 0,
             }
@@ -395,7 +405,9 @@ mod tests {
 
     #[test]
     fn non_loopback_without_tls_is_refused_unless_insecure() {
-        let mut settings = ServerSettings::plaintext("0.0.0.0:7400".parse().unwrap());
+        let mut settings = ServerSettings::site_tls("0.0.0.0:7400".parse().unwrap());
+        settings.check().unwrap();
+        settings.plaintext = true;
         assert!(
             settings
                 .check()
@@ -405,9 +417,9 @@ mod tests {
         );
         settings.insecure = true;
         settings.check().unwrap();
-        ServerSettings::plaintext("127.0.0.1:7400".parse().unwrap())
-            .check()
-            .unwrap();
+        let mut loopback = ServerSettings::site_tls("127.0.0.1:7400".parse().unwrap());
+        loopback.plaintext = true;
+        loopback.check().unwrap();
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The gRPC bootstrap every service uses: health, reflection v1 and v1alpha, TLS, a span per RPC, and a graceful
 //! shutdown that turns health NOT_SERVING first, lets streams end, and gives up on draining after a timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,6 +12,7 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
+use crate::authorize::Authorizer;
 use crate::config::ServerSettings;
 use crate::supervise::Supervisor;
 use crate::tls::{self, TlsError};
@@ -43,6 +45,7 @@ pub type ServeResult<T> = Result<T, ServeError>;
 pub struct GrpcServer {
     tls: Option<ServerTlsConfig>,
     supervisor: Option<Supervisor>,
+    authorizer: Option<Arc<Authorizer>>,
 }
 
 impl GrpcServer {
@@ -53,7 +56,21 @@ impl GrpcServer {
         Ok(Self {
             tls,
             supervisor: None,
+            authorizer: None,
         })
+    }
+
+    /// Serves with `tls` (the site's own certificates, say) instead of the settings' files.
+    pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Every call is authenticated and authorized by `authorizer` (without one, a server a test runs in
+    /// plaintext lets every call through).
+    pub fn authorized(mut self, authorizer: Arc<Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
     }
 
     /// Health follows `supervisor` too: NOT_SERVING while one of its loops is down.
@@ -95,6 +112,11 @@ impl GrpcServer {
             .trace_fn(crate::telemetry::rpc_span)
             .http2_keepalive_interval(Some(Duration::from_secs(30)));
         let tls_enabled = self.tls.is_some();
+        if self.authorizer.is_none() {
+            tracing::warn!(
+                "serving without authentication: every caller may call every RPC; only for tests on loopback"
+            );
+        }
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
         }
@@ -127,6 +149,7 @@ impl GrpcServer {
         };
         let server = builder
             .layer(crate::deadline::DeadlineLayer)
+            .layer(crate::authorize::AuthorizeLayer::new(self.authorizer))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);

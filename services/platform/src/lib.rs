@@ -2,13 +2,17 @@
 //! (health, reflection, graceful shutdown), SQLite pools and gRPC client channels.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod authorize;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod confine;
 pub mod db;
 pub mod deadline;
 pub mod grpc;
+pub mod pki;
 pub mod shutdown;
 pub mod store;
 pub mod supervise;

@@ -45,6 +45,26 @@ pub fn server_config(settings: &TlsSettings) -> TlsResult<ServerTlsConfig> {
     Ok(config)
 }
 
+/// The server side with the operator's certificate and key, verifying the certificates clients present against
+/// `client_ca` when the settings name no client CA of their own. A client without a certificate still connects
+/// (health stays open); the authorization layer answers its calls UNAUTHENTICATED.
+pub fn server_config_with_client_ca(
+    settings: &TlsSettings,
+    client_ca: &Path,
+) -> TlsResult<ServerTlsConfig> {
+    refuse_world_readable(&settings.private_key)?;
+    let certificate = read_pem("TLS certificate", &settings.certificate)?;
+    let private_key = read_pem("TLS private key", &settings.private_key)?;
+    let ca = read_pem(
+        "client CA",
+        settings.client_ca.as_deref().unwrap_or(client_ca),
+    )?;
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(certificate, private_key))
+        .client_ca_root(Certificate::from_pem(ca))
+        .client_auth_optional(true))
+}
+
 /// Client-side TLS files.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -139,8 +139,13 @@ impl ContentService for ContentGrpc {
             flags: request.flags.as_ref().map(ContentFlags::from).unwrap_or_default(),
             source_path: validate::absolute_path("source_path", &request.source_path).map_err(DmError::from)?,
         };
-        let record =
-            content::register(self.manager.pool(), self.manager.site_key(), new_content).await?;
+        let record = content::register(
+            self.manager.pool(),
+            self.manager.site_key(),
+            &self.manager.roots().sources,
+            new_content,
+        )
+        .await?;
         Ok(Response::new(version_to_pb(&record, false)))
     }
 

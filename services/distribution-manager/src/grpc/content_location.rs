@@ -1,6 +1,8 @@
 //! `ContentLocationService`: content location for clients and the token signing keys.
 
 use clouddp_core::location::Tier;
+use clouddp_platform::access::PrincipalKind;
+use clouddp_platform::authorize::Caller;
 use clouddp_proto::convert::timestamp_from_ms as timestamp;
 use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::content_location_service_server::ContentLocationService;
@@ -31,20 +33,49 @@ fn key_to_pb(key: PublicKey) -> pb::SigningKey {
     }
 }
 
+/// The device and user a location is for: the device of the caller's credential (a different `device_id` in the
+/// request is refused), and no user, since a user the device merely names proves nothing. Only a server a test
+/// runs without authentication takes both from the request.
+fn identity(
+    caller: &Caller,
+    device_id: String,
+    user_id: String,
+) -> Result<(String, String), Status> {
+    let Some(principal) = &caller.principal else {
+        return Ok((device_id, user_id));
+    };
+    if principal.kind != PrincipalKind::Device {
+        return Err(Status::permission_denied(format!(
+            "{principal} is not a device; content is located by the device that downloads it"
+        )));
+    }
+    let named = device_id.trim();
+    if !named.is_empty() && named != principal.name {
+        return Err(Status::permission_denied(format!(
+            "device/{} may locate content only as itself, not as {:?}",
+            principal.name,
+            named.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok((principal.name.clone(), String::new()))
+}
+
 #[tonic::async_trait]
 impl ContentLocationService for ContentLocationGrpc {
     async fn locate_content(
         &self,
         request: Request<pb::LocateContentRequest>,
     ) -> Result<Response<pb::LocateContentResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let network = pb::ClientNetwork::try_from(request.network)
             .map_err(|_| Status::invalid_argument("network: give INTRANET or INTERNET"))?;
+        let (device_id, user_id) = identity(&caller, request.device_id, request.user_id)?;
         let answer = self
             .locator
             .locate(LocateRequest {
-                device_id: request.device_id,
-                user_id: request.user_id,
+                device_id,
+                user_id,
                 ip_address: request.ip_address,
                 internet: network == pb::ClientNetwork::Internet,
                 deployment_id: request.deployment_id,

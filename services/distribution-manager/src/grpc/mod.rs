@@ -1,5 +1,6 @@
 //! gRPC adapters: validate and convert at the edge, call the use-case types, convert back.
 
+mod access;
 mod certificates;
 mod client_policy;
 mod content;
@@ -8,6 +9,7 @@ mod distribution_points;
 mod groups;
 mod site;
 
+pub use access::AccessGrpc;
 pub use certificates::CertificateGrpc;
 pub use client_policy::ClientPolicyGrpc;
 pub use content::ContentGrpc;

@@ -1,0 +1,269 @@
+//! Authentication and authorization of every call, before the call reaches a handler: the caller is read from the
+//! client certificate the TLS handshake verified (its `spiffe://` URI SAN), its roles from its kind and the site's
+//! role bindings, and the RPC's permission from [`crate::access::RPC_PERMISSIONS`]. A handler finds the
+//! [`Caller`] in the request's extensions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::access::{Permission, Principal, PrincipalKind, Role};
+
+/// Who is calling, as a handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The principal of the credential; `None` on a server that a test runs without authentication.
+    pub principal: Option<Principal>,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// SHA-256 of the client certificate (DER), to bind tokens to it.
+    pub certificate_sha256: Option<[u8; 32]>,
+}
+
+impl Caller {
+    /// The caller of a server running without authentication (tests that ask for plaintext).
+    pub fn unauthenticated_test_caller() -> Self {
+        Self {
+            principal: None,
+            roles: Vec::new(),
+            certificate_sha256: None,
+        }
+    }
+
+    /// The caller a request carries (set by [`AuthorizeLayer`]); a request that carries none (an in-process
+    /// call) counts as the test caller.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_else(Self::unauthenticated_test_caller)
+    }
+
+    /// The caller for logs and the audit trail: `device/pc-0042`, or `unauthenticated` without authentication.
+    pub fn describe(&self) -> String {
+        match &self.principal {
+            Some(principal) => principal.to_string(),
+            None => "unauthenticated".to_owned(),
+        }
+    }
+}
+
+/// The roles granted to administrators, kept current by the service (from its database, or from the
+/// distribution manager).
+#[derive(Debug, Default)]
+pub struct RoleBindings {
+    granted: RwLock<BTreeMap<String, BTreeSet<Role>>>,
+}
+
+impl RoleBindings {
+    /// Replaces every binding: `(admin name, role)` pairs.
+    pub fn replace(&self, bindings: impl IntoIterator<Item = (String, Role)>) {
+        let mut granted: BTreeMap<String, BTreeSet<Role>> = BTreeMap::new();
+        for (name, role) in bindings {
+            granted.entry(name).or_default().insert(role);
+        }
+        *self
+            .granted
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = granted;
+    }
+
+    /// The roles of `principal`: built in for devices and services, granted for administrators.
+    pub fn roles_of(&self, principal: &Principal) -> Vec<Role> {
+        if let Some(role) = principal.built_in_role() {
+            return vec![role];
+        }
+        if principal.kind != PrincipalKind::Admin {
+            return Vec::new();
+        }
+        self.granted
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&principal.name)
+            .map(|roles| roles.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Decides calls for one site.
+#[derive(Debug)]
+pub struct Authorizer {
+    trust_domain: String,
+    bindings: Arc<RoleBindings>,
+}
+
+impl Authorizer {
+    /// An authorizer for the site with `trust_domain`, reading administrators' roles from `bindings`.
+    pub fn new(trust_domain: String, bindings: Arc<RoleBindings>) -> Self {
+        Self {
+            trust_domain,
+            bindings,
+        }
+    }
+
+    /// The caller of `path` with `leaf` (the client certificate, DER) when it may call it; the status to answer
+    /// otherwise.
+    pub fn authorize(&self, path: &str, leaf: Option<&[u8]>) -> Result<Caller, Status> {
+        let permission = match crate::access::required(path) {
+            Ok(None) => return Ok(Caller::unauthenticated_test_caller()),
+            Ok(Some(permission)) => permission,
+            Err(()) => {
+                return Err(Status::unimplemented(format!(
+                    "{} is not an RPC of this server",
+                    short(path)
+                )));
+            }
+        };
+        let Some(leaf) = leaf else {
+            return Err(Status::unauthenticated(format!(
+                "{} needs a client certificate of this site (spiffe://{}/...); give the console its configuration \
+                 (CLOUDDP_CONFIG) or --cert and --key",
+                short(path),
+                self.trust_domain
+            )));
+        };
+        let principal = principal_of(leaf, &self.trust_domain).ok_or_else(|| {
+            Status::unauthenticated(format!(
+                "the client certificate names no principal of this site: it needs a URI SAN spiffe://{}/<admin|device|service>/<name>",
+                self.trust_domain
+            ))
+        })?;
+        let roles = self.bindings.roles_of(&principal);
+        if !roles.iter().any(|role| role.allows(permission)) {
+            return Err(denied(path, &principal, &roles, permission));
+        }
+        Ok(Caller {
+            principal: Some(principal),
+            roles,
+            certificate_sha256: Some(sha256(leaf)),
+        })
+    }
+}
+
+fn denied(path: &str, principal: &Principal, roles: &[Role], permission: Permission) -> Status {
+    let holders: Vec<&str> = Role::holding(permission)
+        .into_iter()
+        .map(Role::name)
+        .collect();
+    let has = if roles.is_empty() {
+        "no role".to_owned()
+    } else {
+        roles
+            .iter()
+            .map(|role| role.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Status::permission_denied(format!(
+        "{principal} ({has}) may not call {}: it needs the permission {permission}, which {} hold",
+        short(path),
+        holders.join(", ")
+    ))
+}
+
+/// `Service/Method` of a full path, at most 200 characters.
+fn short(path: &str) -> String {
+    let name = path.rsplit_once('.').map_or(path, |(_, rest)| rest);
+    name.chars().take(200).collect()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0_u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// The principal the URI SANs of a certificate (DER) name in `trust_domain`.
+pub fn principal_of(leaf: &[u8], trust_domain: &str) -> Option<Principal> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let names = certificate.subject_alternative_name().ok()??;
+    names
+        .value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => {
+                Principal::from_spiffe_id(uri, trust_domain)
+            }
+            _ => None,
+        })
+}
+
+/// The layer to put on a gRPC server: with an [`Authorizer`] every call is decided; without one (a test that asked
+/// for plaintext) every call passes as the test caller.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeLayer {
+    authorizer: Option<Arc<Authorizer>>,
+}
+
+impl AuthorizeLayer {
+    /// Decides calls with `authorizer`, or lets every call through without one.
+    pub fn new(authorizer: Option<Arc<Authorizer>>) -> Self {
+        Self { authorizer }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            authorizer: self.authorizer.clone(),
+        }
+    }
+}
+
+/// A service that decides each call before its handler runs.
+#[derive(Debug, Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    authorizer: Option<Arc<Authorizer>>,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, RequestBody> tower::Service<http::Request<RequestBody>> for Authorize<S>
+where
+    S: tower::Service<http::Request<RequestBody>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
+        let caller = match &self.authorizer {
+            None => Ok(Caller::unauthenticated_test_caller()),
+            Some(authorizer) => {
+                let certificates = request
+                    .extensions()
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(TlsConnectInfo::peer_certs);
+                let leaf = certificates.as_ref().and_then(|chain| chain.first());
+                authorizer.authorize(request.uri().path(), leaf.map(|der| der.as_ref()))
+            }
+        };
+        match caller {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                let answer = self.inner.call(request);
+                Box::pin(answer)
+            }
+            Err(status) => {
+                tracing::info!(rpc = %request.uri().path(), code = ?status.code(), reason = %status.message(), "call refused");
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}

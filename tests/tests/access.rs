@@ -1,0 +1,751 @@
+//! Identity and access on both services as they start with no setup: mutual TLS with the site's own CA, the
+//! first administrator's console configuration, one permission per RPC enforced for every role, and the attacks
+//! that worked before (reading any file, emptying any directory, locating content as another device) refused.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clouddp_e2e::identity::{self, Site};
+use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec, console};
+use clouddp_platform::access::{PrincipalKind, RPC_PERMISSIONS, Role};
+use prost::Message as _;
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+/// Request and response bodies as raw bytes: an empty body is a valid (empty) message of every type.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Self::Error> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len).to_vec()))
+    }
+}
+
+/// One RPC of the contract.
+#[derive(Debug, Clone)]
+struct Rpc {
+    path: String,
+    service: String,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+fn contract() -> Vec<Rpc> {
+    let set = prost_types::FileDescriptorSet::decode(clouddp_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut rpcs = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            for method in &service.method {
+                rpcs.push(Rpc {
+                    path: format!("/{}.{}/{}", file.package(), service.name(), method.name()),
+                    service: format!("{}.{}", file.package(), service.name()),
+                    client_streaming: method.client_streaming(),
+                    server_streaming: method.server_streaming(),
+                });
+            }
+        }
+    }
+    assert!(
+        rpcs.len() > 50,
+        "the descriptor set lost its RPCs: {}",
+        rpcs.len()
+    );
+    rpcs
+}
+
+/// Calls `rpc` with an empty request: `Ok` when the call passed authorization (whatever the handler then
+/// answered, or a stream that opened), the status when authorization refused it.
+async fn call(channel: &Channel, rpc: &Rpc) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let path: http::uri::PathAndQuery = rpc.path.parse().unwrap();
+    let answer = async {
+        match (rpc.client_streaming, rpc.server_streaming) {
+            (false, false) => grpc
+                .unary(tonic::Request::new(Vec::new()), path, Raw)
+                .await
+                .map(drop),
+            (false, true) => grpc
+                .server_streaming(tonic::Request::new(Vec::new()), path, Raw)
+                .await
+                .map(drop),
+            (true, false) => grpc
+                .client_streaming(
+                    tonic::Request::new(tokio_stream::iter(vec![Vec::new()])),
+                    path,
+                    Raw,
+                )
+                .await
+                .map(drop),
+            (true, true) => grpc
+                .streaming(
+                    tonic::Request::new(tokio_stream::iter(vec![Vec::new()])),
+                    path,
+                    Raw,
+                )
+                .await
+                .map(drop),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), answer).await {
+        // A stream that stays open passed authorization.
+        Err(_) => Ok(()),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status))
+            if matches!(
+                status.code(),
+                Code::Unauthenticated | Code::PermissionDenied
+            ) =>
+        {
+            Err(status)
+        }
+        Ok(Err(_)) => Ok(()),
+    }
+}
+
+/// A distribution manager and a monitoring service as a new admin starts them: no TLS flags, no plaintext.
+async fn secure_site(extra_dm_args: &[String]) -> (ServiceProcess, ServiceProcess, Site) {
+    let manager = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::DistributionManager)
+            .args(extra_dm_args.iter().cloned())
+            .tls(),
+    )
+    .await
+    .unwrap();
+    let site = Site::of(&manager).unwrap();
+    let monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring)
+            .args([
+                "--distribution-manager".to_owned(),
+                manager.url(),
+                "--credentials".to_owned(),
+                site.monitoring().display().to_string(),
+            ])
+            .tls(),
+    )
+    .await
+    .unwrap();
+    (manager, monitoring, site)
+}
+
+fn admin_console(
+    manager: &ServiceProcess,
+    monitoring: &ServiceProcess,
+    site: &Site,
+    args: &[&str],
+) -> console::ConsoleOutput {
+    let config = site.admin_config().display().to_string();
+    let mut all = vec!["--config", config.as_str()];
+    all.extend_from_slice(args);
+    console::run(&manager.url(), &monitoring.url(), &all).unwrap()
+}
+
+#[tokio::test]
+async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_gives_it() {
+    let (manager, monitoring, site) = secure_site(&[]).await;
+    let ca = site.first_admin();
+    for (name, role) in [
+        ("infra", "infrastructure-administrator"),
+        ("apps", "application-administrator"),
+        ("analyst", "read-only-analyst"),
+    ] {
+        let principal = format!("admin/{name}");
+        let granted = admin_console(
+            &manager,
+            &monitoring,
+            &site,
+            &["access", "grant", &principal, role],
+        );
+        assert_eq!(granted.code, 0, "{granted:?}");
+    }
+    let listed = admin_console(
+        &manager,
+        &monitoring,
+        &site,
+        &["access", "list", "-o", "json"],
+    );
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let listed = listed.json().unwrap();
+    assert_eq!(listed["bindings"].as_array().unwrap().len(), 4, "{listed}");
+
+    let principals: Vec<(&str, Option<std::path::PathBuf>, Vec<Role>)> = vec![
+        ("no credential", None, vec![]),
+        (
+            "admin/admin",
+            Some(site.first_admin()),
+            vec![Role::FullAdministrator],
+        ),
+        (
+            "admin/infra",
+            Some(site.credential(PrincipalKind::Admin, "infra").unwrap()),
+            vec![Role::InfrastructureAdministrator],
+        ),
+        (
+            "admin/apps",
+            Some(site.credential(PrincipalKind::Admin, "apps").unwrap()),
+            vec![Role::ApplicationAdministrator],
+        ),
+        (
+            "admin/analyst",
+            Some(site.credential(PrincipalKind::Admin, "analyst").unwrap()),
+            vec![Role::ReadOnlyAnalyst],
+        ),
+        (
+            "admin/nobody",
+            Some(site.credential(PrincipalKind::Admin, "nobody").unwrap()),
+            vec![],
+        ),
+        (
+            "device/pc-0042",
+            Some(site.credential(PrincipalKind::Device, "pc-0042").unwrap()),
+            vec![Role::Device],
+        ),
+        (
+            "service/monitoring",
+            Some(site.monitoring()),
+            vec![Role::MonitoringService],
+        ),
+        (
+            "service/content-endpoint",
+            Some(
+                site.credential(PrincipalKind::Service, "content-endpoint")
+                    .unwrap(),
+            ),
+            vec![Role::ContentEndpoint],
+        ),
+    ];
+    // Monitoring reads the bindings from the manager: wait until it knows the analyst.
+    let analyst = identity::channel(&monitoring.url(), &ca, principals[4].1.as_deref())
+        .await
+        .unwrap();
+    let monitoring_rpc = contract()
+        .into_iter()
+        .find(|rpc| rpc.path.ends_with("MonitoringService/ListAlerts"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&analyst, &monitoring_rpc).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "monitoring never learned the role bindings"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (label, credential, roles) in &principals {
+        let dm = identity::channel(&manager.url(), &ca, credential.as_deref())
+            .await
+            .unwrap();
+        let mon = identity::channel(&monitoring.url(), &ca, credential.as_deref())
+            .await
+            .unwrap();
+        for rpc in contract() {
+            let permission = RPC_PERMISSIONS
+                .iter()
+                .find(|(path, _)| *path == rpc.path)
+                .map(|(_, permission)| *permission)
+                .unwrap_or_else(|| panic!("{} has no entry in the permission table", rpc.path));
+            let channel = if clouddp_proto::MONITORING_SERVICES.contains(&rpc.service.as_str()) {
+                &mon
+            } else {
+                assert!(
+                    clouddp_proto::DISTRIBUTION_MANAGER_SERVICES.contains(&rpc.service.as_str()),
+                    "{} is served by no service",
+                    rpc.service
+                );
+                &dm
+            };
+            let outcome = call(channel, &rpc).await;
+            checked += 1;
+            let expected_allowed = roles.iter().any(|role| role.allows(permission));
+            let verdict = match (&outcome, credential.is_some(), expected_allowed) {
+                (Err(status), false, _) if status.code() == Code::Unauthenticated => None,
+                (Ok(()), true, true) => None,
+                (Err(status), true, false)
+                    if status.code() == Code::PermissionDenied
+                        && status.message().contains(permission.name())
+                        && Role::holding(permission)
+                            .iter()
+                            .all(|holder| status.message().contains(holder.name())) =>
+                {
+                    None
+                }
+                _ => Some(format!(
+                    "{label} {}: expected {}, got {outcome:?}",
+                    rpc.path,
+                    if credential.is_none() {
+                        "UNAUTHENTICATED"
+                    } else if expected_allowed {
+                        "allowed"
+                    } else {
+                        "PERMISSION_DENIED naming the permission and its roles"
+                    }
+                )),
+            };
+            wrong.extend(verdict);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} calls wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // Health stays open to probes without a certificate.
+    let anonymous = identity::channel(&manager.url(), &ca, None).await.unwrap();
+    tonic_health::pb::health_client::HealthClient::new(anonymous)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_role_is_refused_within_a_second_on_both_services() {
+    let (manager, monitoring, site) = secure_site(&[]).await;
+    let ca = site.first_admin();
+    let granted = admin_console(
+        &manager,
+        &monitoring,
+        &site,
+        &["access", "grant", "admin/bob", "read-only-analyst"],
+    );
+    assert_eq!(granted.code, 0, "{granted:?}");
+    let bob = site.credential(PrincipalKind::Admin, "bob").unwrap();
+    let rpcs = contract();
+    let list_dps = rpcs
+        .iter()
+        .find(|rpc| rpc.path.ends_with("/ListDistributionPoints"))
+        .unwrap();
+    let list_alerts = rpcs
+        .iter()
+        .find(|rpc| rpc.path.ends_with("/ListAlerts"))
+        .unwrap();
+    let dm = identity::channel(&manager.url(), &ca, Some(&bob))
+        .await
+        .unwrap();
+    let mon = identity::channel(&monitoring.url(), &ca, Some(&bob))
+        .await
+        .unwrap();
+    call(&dm, list_dps).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&mon, list_alerts).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "monitoring never learned bob's role"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let revoked = admin_console(
+        &manager,
+        &monitoring,
+        &site,
+        &["access", "revoke", "admin/bob", "read-only-analyst"],
+    );
+    assert_eq!(revoked.code, 0, "{revoked:?}");
+    let revoked_at = Instant::now();
+    assert_eq!(
+        call(&dm, list_dps).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    loop {
+        match call(&mon, list_alerts).await {
+            Err(status) if status.code() == Code::PermissionDenied => break,
+            _ => assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "monitoring still served bob after a second"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "revocation reached monitoring in {:?}",
+        revoked_at.elapsed()
+    );
+
+    // The last Full Administrator cannot be revoked, so the site is never left without one.
+    let last = admin_console(
+        &manager,
+        &monitoring,
+        &site,
+        &["access", "revoke", "admin/admin", "full-administrator"],
+    );
+    assert_eq!(last.code, 1, "{last:?}");
+    assert!(last.stderr.contains("last Full Administrator"), "{last:?}");
+}
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+#[tokio::test]
+async fn files_outside_the_roots_are_neither_read_nor_deleted_and_devices_are_only_themselves() {
+    let roots = tempfile::tempdir().unwrap();
+    let sources = roots.path().join("sources");
+    let stores = roots.path().join("stores");
+    std::fs::create_dir_all(&sources).unwrap();
+    std::fs::create_dir_all(&stores).unwrap();
+    let (manager, monitoring, site) = secure_site(&[
+        "--source-root".to_owned(),
+        sources.display().to_string(),
+        "--store-root".to_owned(),
+        stores.display().to_string(),
+    ])
+    .await;
+    let admin = |args: &[&str]| admin_console(&manager, &monitoring, &site, args);
+
+    // Reading any file: refused outside the source roots, through a link, and through a link deep inside.
+    let outside = tempfile::tempdir().unwrap();
+    write(&outside.path().join("secret.txt"), b"not for devices");
+    let secret = outside.path().join("secret.txt").display().to_string();
+    let site_key = manager.data_dir().join("site.key").display().to_string();
+    for path in [secret.as_str(), site_key.as_str(), "/etc/passwd"] {
+        let refused = admin(&[
+            "content",
+            "add",
+            "--name",
+            "steal",
+            "--type",
+            "application",
+            "--source",
+            path,
+        ]);
+        assert_eq!(refused.code, 1, "{path}: {refused:?}");
+        assert!(
+            refused.stderr.contains("not inside a content source root"),
+            "{refused:?}"
+        );
+    }
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), sources.join("link.txt"))
+        .unwrap();
+    write(&sources.join("app/bin/tool.exe"), b"tool");
+    std::os::unix::fs::symlink(outside.path(), sources.join("app/bin/more")).unwrap();
+    for path in [sources.join("link.txt"), sources.join("app")] {
+        let path = path.display().to_string();
+        let refused = admin(&[
+            "content",
+            "add",
+            "--name",
+            "steal",
+            "--type",
+            "application",
+            "--source",
+            &path,
+        ]);
+        assert_eq!(refused.code, 1, "{path}: {refused:?}");
+        assert!(refused.stderr.contains("link"), "{refused:?}");
+    }
+    let dotted = format!("{}/../{}", sources.display(), outside.path().display());
+    let refused = admin(&[
+        "content",
+        "add",
+        "--name",
+        "steal",
+        "--type",
+        "application",
+        "--source",
+        &dotted,
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+
+    // Emptying any directory: a folder DP lives only below a store root, never over the manager's data.
+    let data_dir = manager.data_dir().display().to_string();
+    for folder in ["/", "/etc", data_dir.as_str(), stores.to_str().unwrap()] {
+        let refused = admin(&[
+            "dp",
+            "register",
+            "--name",
+            "wipe",
+            "--folder",
+            folder,
+            "--address",
+            "https://wipe.example",
+        ]);
+        assert_eq!(refused.code, 1, "{folder}: {refused:?}");
+        assert!(refused.stderr.contains("folder_path"), "{refused:?}");
+    }
+
+    // A DP's delete removes what clouddp wrote there and nothing else.
+    let folder = stores.join("branch");
+    let registered = admin(&[
+        "dp",
+        "register",
+        "--name",
+        "branch",
+        "--folder",
+        folder.to_str().unwrap(),
+        "--address",
+        "https://branch.example",
+    ]);
+    assert_eq!(registered.code, 0, "{registered:?}");
+    std::fs::remove_file(sources.join("app/bin/more")).unwrap();
+    let added = admin(&[
+        "content",
+        "add",
+        "--name",
+        "app",
+        "--type",
+        "application",
+        "--source",
+        sources.join("app").to_str().unwrap(),
+    ]);
+    assert_eq!(added.code, 0, "{added:?}");
+    let distributed = admin(&["content", "distribute", "app", "--dp", "branch", "--wait"]);
+    assert_eq!(distributed.code, 0, "{distributed:?}");
+    let foreign = [
+        folder.join("content/notes.txt"),
+        folder.join("usage/readme.txt"),
+        folder.join("keep.txt"),
+    ];
+    for path in &foreign {
+        write(path, b"someone else's");
+    }
+    let sealed: Vec<_> = walk(&folder.join("content"))
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sealed"))
+        .collect();
+    assert_eq!(sealed.len(), 1, "{sealed:?}");
+    let deleted = admin(&["dp", "delete", "branch", "--yes"]);
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert!(
+        !sealed[0].exists(),
+        "the sealed content stays after the delete"
+    );
+    for path in &foreign {
+        assert!(path.exists(), "{} was deleted", path.display());
+    }
+
+    // A device locates content only as itself; an administrator locates nothing.
+    let ca = site.first_admin();
+    let device = site.credential(PrincipalKind::Device, "pc-0042").unwrap();
+    let channel = identity::channel(&manager.url(), &ca, Some(&device))
+        .await
+        .unwrap();
+    let mut locator =
+        clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient::new(
+            channel,
+        );
+    let other = locator
+        .locate_content(clouddp_proto::v1::LocateContentRequest {
+            device_id: "pc-0099".to_owned(),
+            deployment_id: "dep-any".to_owned(),
+            ip_address: "10.0.0.1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied, "{other:?}");
+    assert!(other.message().contains("only as itself"), "{other:?}");
+    let itself = locator
+        .locate_content(clouddp_proto::v1::LocateContentRequest {
+            deployment_id: "dep-none".to_owned(),
+            ip_address: "10.0.0.1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        itself.code(),
+        Code::NotFound,
+        "the device's own call reaches the handler: {itself:?}"
+    );
+    let admin_channel = identity::channel(&manager.url(), &ca, Some(&ca))
+        .await
+        .unwrap();
+    let refused =
+        clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient::new(
+            admin_channel,
+        )
+        .get_store_access(clouddp_proto::v1::GetStoreAccessRequest {
+            id: "any".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("Monitoring Service"),
+        "{refused:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_first_start_writes_a_console_configuration_that_works_with_no_flags() {
+    let (manager, monitoring, site) = secure_site(&[]).await;
+    let config = site.admin_config();
+    use std::os::unix::fs::PermissionsExt as _;
+    for secret in [
+        config.clone(),
+        site.first_admin().join("key.pem"),
+        manager.data_dir().join("pki/ca.key"),
+    ] {
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", secret.display());
+    }
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("endpoint = \"https://127.0.0.1:"), "{text}");
+    // The console with CLOUDDP_CONFIG alone (the monitoring endpoint given, since this one's port is free).
+    let listed = std::process::Command::new(clouddp_e2e::bin("clouddp"))
+        .args(["--monitoring-endpoint", &monitoring.url(), "status"])
+        .env("CLOUDDP_CONFIG", &config)
+        .env_remove("CLOUDDP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("SERVING") || text.contains("serving"),
+        "{text}"
+    );
+    // Monitoring follows the manager with the credential the site gave it.
+    let channel = identity::channel(
+        &monitoring.url(),
+        &site.first_admin(),
+        Some(&site.first_admin()),
+    )
+    .await
+    .unwrap();
+    let mut client =
+        clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let followed = client
+            .list_followed_distribution_points(
+                clouddp_proto::v1::ListFollowedDistributionPointsRequest {},
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        if followed.connected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "monitoring never connected:\n{}",
+            monitoring.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without the configuration the console says how to get one.
+    let bare = console::run(&manager.url(), &monitoring.url(), &["dp", "list"]).unwrap();
+    assert_eq!(bare.code, 3, "{bare:?}");
+    assert!(bare.stderr.contains("CLOUDDP_CONFIG"), "{bare:?}");
+}
+
+#[tokio::test]
+async fn grpcurl_works_with_the_documented_certificate_flags() {
+    use clouddp_e2e::grpcurl;
+    let (manager, _monitoring, site) = secure_site(&[]).await;
+    let admin = site.first_admin();
+    let file = |name: &str| admin.join(name).display().to_string();
+    let address = format!("127.0.0.1:{}", manager.addr().port());
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut all = vec![
+            "-cacert".to_owned(),
+            file("ca.pem"),
+            "-cert".to_owned(),
+            file("cert.pem"),
+            "-key".to_owned(),
+            file("key.pem"),
+        ];
+        all.extend(args.iter().map(|arg| (*arg).to_owned()));
+        all
+    };
+    let listed = grpcurl::ok(with(&[&address, "list"])).unwrap();
+    assert!(listed.contains("clouddp.v1.AccessService"), "{listed}");
+    let described = grpcurl::ok(with(&[
+        &address,
+        "describe",
+        "clouddp.v1.DistributionPointService",
+    ]))
+    .unwrap();
+    assert!(
+        described.contains("RegisterDistributionPoint"),
+        "{described}"
+    );
+    let body = format!(
+        r#"{{"name":"dp1","kind":"DISTRIBUTION_POINT_KIND_ON_PREMISES","folder_path":{:?},"address":"https://dp1.lab:7443"}}"#,
+        clouddp_e2e::store_folder(&manager, "dp1")
+    );
+    let registered = grpcurl::ok(with(&[
+        "-d",
+        &body,
+        &address,
+        "clouddp.v1.DistributionPointService/RegisterDistributionPoint",
+    ]))
+    .unwrap();
+    assert!(registered.contains("\"dp1\""), "{registered}");
+    let health = grpcurl::ok([
+        "-cacert",
+        &file("ca.pem"),
+        &address,
+        "grpc.health.v1.Health/Check",
+    ])
+    .unwrap();
+    assert!(health.contains("SERVING"), "{health}");
+    let anonymous = grpcurl::run([
+        "-cacert",
+        &file("ca.pem"),
+        &address,
+        "clouddp.v1.DistributionPointService/ListDistributionPoints",
+    ])
+    .unwrap();
+    assert!(!anonymous.success, "{anonymous:?}");
+    assert!(
+        anonymous.stderr.contains("Unauthenticated"),
+        "{anonymous:?}"
+    );
+}
