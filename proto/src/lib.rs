@@ -23,10 +23,12 @@ pub const DISTRIBUTION_MANAGER_SERVICES: &[&str] = &[
     "clouddp.v1.ContentLocationService",
     "clouddp.v1.SiteService",
     "clouddp.v1.AccessService",
+    "clouddp.v1.AuditService",
 ];
 
 /// The `clouddp.v1` services the monitoring service serves, by full name.
-pub const MONITORING_SERVICES: &[&str] = &["clouddp.v1.MonitoringService"];
+pub const MONITORING_SERVICES: &[&str] =
+    &["clouddp.v1.MonitoringService", "clouddp.v1.AuditService"];
 
 #[cfg(test)]
 mod documented_limits {

@@ -218,6 +218,10 @@ CASES = {
         ("cursor ahead", {"after_sequence": 10**12}, OUT_OF_RANGE),
     ],
     "SiteService.RestoreSite": [("not a backup", [{"data": "bm90IGEgYmFja3Vw"}], INVALID)],
+    "AuditService.ListAuditEvents": [
+        ("bad page token", {"page": {"page_token": "nope"}}, INVALID),
+        ("oversize principal", {"principal": LONG}, INVALID),
+    ],
     "AccessService.ListRoleBindings": [("a device as principal", {"principal": "device/pc-1"}, INVALID)],
     "AccessService.GrantRole": [
         ("no principal", {"role": "read-only-analyst"}, INVALID),

@@ -3,6 +3,7 @@
 
 mod access;
 mod alerts;
+mod audit;
 mod cert;
 mod connect;
 mod content;
@@ -70,6 +71,9 @@ enum Command {
     /// Grant, revoke and list administrators' roles.
     #[command(subcommand)]
     Access(access::AccessCommand),
+    /// List the audit trail: every change and every refused call, on both services.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// The global options, written once in `clouddp --help` rather than repeated in every command's help.
@@ -165,6 +169,7 @@ async fn run(
         Command::Usage(command) => alerts::run_usage(command, endpoints, output).await,
         Command::Alerts(command) => alerts::run_alerts(command, endpoints, output).await,
         Command::Access(command) => access::run(command, endpoints, output).await,
+        Command::Audit(command) => audit::run(command, endpoints, output).await,
     }
 }
 

@@ -44,12 +44,31 @@ impl Page {
         Ok(Self { after, size })
     }
 
+    /// The key after which this page starts (`None` for the first page), for lists read page by page from a
+    /// database.
+    pub fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
+
+    /// Items per page.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The token of the page that starts after `key`.
+    pub fn token_after(key: &str) -> String {
+        use base64::Engine as _;
+        format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+        )
+    }
+
     /// The items of this page in the order of `key`, and the token of the next one (empty on the last page).
     /// The token holds the last item's key, not a position: an item added or removed while a client pages
     /// through shows once at most, and none that stays is skipped or shown twice. `key` must be unique per
     /// item (end it with the item's id).
     pub fn keyed<'a, T>(&self, items: &'a [T], key: impl Fn(&T) -> String) -> (Vec<&'a T>, String) {
-        use base64::Engine as _;
         let mut keyed: Vec<(String, &T)> = items.iter().map(|item| (key(item), item)).collect();
         keyed.sort_by(|left, right| left.0.cmp(&right.0));
         let mut rest = keyed
@@ -66,10 +85,7 @@ impl Page {
             last_key = item_key;
         }
         let next = if rest.peek().is_some() {
-            format!(
-                "{TOKEN_PREFIX}{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_key)
-            )
+            Self::token_after(&last_key)
         } else {
             String::new()
         };

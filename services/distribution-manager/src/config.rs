@@ -46,6 +46,9 @@ pub struct DmConfig {
     /// Where content is registered from.
     #[serde(default)]
     pub content: ContentSettings,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: clouddp_platform::config::AuditSettings,
 }
 
 /// Where content is registered from.
@@ -184,6 +187,7 @@ impl Default for DmConfig {
             content_endpoint: ContentEndpointSettings::default(),
             tokens: TokenSettings::default(),
             content: ContentSettings::default(),
+            audit: clouddp_platform::config::AuditSettings::default(),
         }
     }
 }
@@ -243,6 +247,7 @@ impl DmConfig {
         if self.role == Role::All {
             self.server.check()?;
         }
+        self.audit.check()?;
         let distribution = &self.distribution;
         let in_range = (1..=64).contains(&distribution.part_chunks)
             && (1..=64).contains(&distribution.part_concurrency)

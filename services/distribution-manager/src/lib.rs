@@ -24,6 +24,7 @@ use std::sync::Arc;
 use clouddp_platform::grpc::GrpcServer;
 use clouddp_platform::supervise::Supervisor;
 use clouddp_proto::v1::access_service_server::AccessServiceServer;
+use clouddp_proto::v1::audit_service_server::AuditServiceServer;
 use clouddp_proto::v1::certificate_service_server::CertificateServiceServer;
 use clouddp_proto::v1::client_policy_service_server::ClientPolicyServiceServer;
 use clouddp_proto::v1::content_location_service_server::ContentLocationServiceServer;
@@ -142,8 +143,16 @@ pub async fn run(
     }
     let bindings = Arc::new(clouddp_platform::authorize::RoleBindings::default());
     let access_store = access::AccessStore::open(pool.clone(), bindings.clone()).await?;
+    let (audit_trail, audit_writer) =
+        clouddp_platform::audit::AuditTrail::new(pool.clone(), config.audit.retention);
+    let audit_task = supervisor.spawn("audit", shutdown.clone(), {
+        let shutdown = shutdown.clone();
+        move |heartbeat| audit_writer.clone().run(shutdown.clone(), heartbeat)
+    });
     let server = secure(
-        GrpcServer::new(&config.server)?.supervised(supervisor.clone()),
+        GrpcServer::new(&config.server)?
+            .supervised(supervisor.clone())
+            .audited(audit_trail),
         &config,
         &access_store,
         bindings,
@@ -254,6 +263,11 @@ pub async fn run(
             AccessServiceServer::new(grpc::AccessGrpc::new(access_store))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            AuditServiceServer::new(clouddp_platform::audit::AuditGrpc::new(pool.clone()))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
         );
     let result = server
         .serve(listener, routes, SERVICES, shutdown.clone())
@@ -267,6 +281,12 @@ pub async fn run(
         tracing::info!(
             "distribution stopped with parts in flight; they are staged again at the next start"
         );
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(2), audit_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit trail did not finish writing at exit");
     }
     if let Some(task) = content_endpoint_task {
         match tokio::time::timeout(std::time::Duration::from_secs(3), task).await {

@@ -35,6 +35,9 @@ pub struct MonConfig {
     /// The service's credential.
     #[serde(default)]
     pub identity: IdentitySettings,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: clouddp_platform::config::AuditSettings,
 }
 
 /// The monitoring service's credential: a folder the distribution manager's first start writes
@@ -64,6 +67,7 @@ impl Default for MonConfig {
             pull: PullSettings::default(),
             log: LogSettings::default(),
             identity: IdentitySettings::default(),
+            audit: clouddp_platform::config::AuditSettings::default(),
         }
     }
 }
@@ -161,6 +165,7 @@ impl MonConfig {
     /// Checks values that parse but are not allowed.
     pub fn check(&self) -> clouddp_platform::ConfigResult<()> {
         self.server.check()?;
+        self.audit.check()?;
         if self.pull.interval < Duration::from_secs(1) {
             return Err(clouddp_platform::ConfigError::Invalid(format!(
                 "[pull] interval {} is below the minimum of 1s",

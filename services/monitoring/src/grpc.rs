@@ -202,6 +202,7 @@ impl MonitoringService for MonitoringGrpc {
         &self,
         request: Request<pb::PostponeAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         if let Some(until) = &request.until
             && !(0..1_000_000_000).contains(&until.nanos)
@@ -242,6 +243,7 @@ impl MonitoringService for MonitoringGrpc {
         &self,
         request: Request<pb::AcknowledgeAlertRequest>,
     ) -> Result<Response<pb::Alert>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         self.open_alert(&request.id).await?;
         let event = self

@@ -42,9 +42,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check()?;
     let supervisor = Supervisor::new();
-    let mut server = GrpcServer::new(&config.server)?.supervised(supervisor.clone());
     let data_dir = &config.storage.data_dir;
     let pool = clouddp_platform::db::open_in_data_dir(data_dir, DATABASE_FILE, &MIGRATOR).await?;
+    let (audit_trail, audit_writer) =
+        clouddp_platform::audit::AuditTrail::new(pool.clone(), config.audit.retention);
+    let audit_task = supervisor.spawn("audit", shutdown.clone(), {
+        let shutdown = shutdown.clone();
+        move |heartbeat| audit_writer.clone().run(shutdown.clone(), heartbeat)
+    });
+    let mut server = GrpcServer::new(&config.server)?
+        .supervised(supervisor.clone())
+        .audited(audit_trail);
     let upstream = &config.distribution_manager;
     let credentials = &config.identity.credentials;
     let upstream_tls = if config.server.plaintext || upstream.tls != Default::default() {
@@ -149,11 +157,18 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip),
     );
+    routes.add_service(
+        clouddp_proto::v1::audit_service_server::AuditServiceServer::new(
+            clouddp_platform::audit::AuditGrpc::new(pool.clone()),
+        )
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip),
+    );
     let result = server
         .serve(listener, routes, SERVICES, shutdown.clone())
         .await;
     shutdown.cancel();
-    let tasks = [pull_task, wake_task, health_task, follow_task]
+    let tasks = [pull_task, wake_task, health_task, follow_task, audit_task]
         .into_iter()
         .chain(bindings_task);
     for task in tasks {

@@ -61,11 +61,13 @@ pub enum Permission {
     AccessRead,
     /// Grant and revoke roles.
     AccessWrite,
+    /// Read the audit trail.
+    AuditRead,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::DpRead,
         Self::DpWrite,
         Self::DpStop,
@@ -89,6 +91,7 @@ impl Permission {
         Self::AlertWrite,
         Self::AccessRead,
         Self::AccessWrite,
+        Self::AuditRead,
     ];
 
     /// The permission's name, as errors and the audit log show it.
@@ -117,6 +120,7 @@ impl Permission {
             Self::AlertWrite => "alert.write",
             Self::AccessRead => "access.read",
             Self::AccessWrite => "access.write",
+            Self::AuditRead => "audit.read",
         }
     }
 
@@ -133,6 +137,7 @@ impl Permission {
                 | Self::SiteRead
                 | Self::AlertRead
                 | Self::AccessRead
+                | Self::AuditRead
         )
     }
 }
@@ -475,6 +480,8 @@ pub const RPC_PERMISSIONS: &[(&str, Permission)] = {
         ("/clouddp.v1.AccessService/ListRoleBindings", P::AccessRead),
         ("/clouddp.v1.AccessService/GrantRole", P::AccessWrite),
         ("/clouddp.v1.AccessService/RevokeRole", P::AccessWrite),
+        // audit (each service serves its own trail)
+        ("/clouddp.v1.AuditService/ListAuditEvents", P::AuditRead),
         // monitoring
         (
             "/clouddp.v1.MonitoringService/ListFollowedDistributionPoints",

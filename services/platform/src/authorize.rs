@@ -11,6 +11,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::access::{Permission, Principal, PrincipalKind, Role};
+use crate::audit::{AuditEvent, AuditTrail, TargetSlot};
 
 /// Who is calling, as a handler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,42 +106,66 @@ impl Authorizer {
         }
     }
 
-    /// The caller of `path` with `leaf` (the client certificate, DER) when it may call it; the status to answer
-    /// otherwise.
-    pub fn authorize(&self, path: &str, leaf: Option<&[u8]>) -> Result<Caller, Status> {
+    /// The caller of `path` with `leaf` (the client certificate, DER) when it may call it; the refusal otherwise.
+    pub fn authorize(&self, path: &str, leaf: Option<&[u8]>) -> Result<Caller, Refusal> {
         let permission = match crate::access::required(path) {
             Ok(None) => return Ok(Caller::unauthenticated_test_caller()),
             Ok(Some(permission)) => permission,
             Err(()) => {
-                return Err(Status::unimplemented(format!(
+                return Err(Refusal::anonymous(Status::unimplemented(format!(
                     "{} is not an RPC of this server",
                     short(path)
-                )));
+                ))));
             }
         };
         let Some(leaf) = leaf else {
-            return Err(Status::unauthenticated(format!(
+            return Err(Refusal::anonymous(Status::unauthenticated(format!(
                 "{} needs a client certificate of this site (spiffe://{}/...); give the console its configuration \
                  (CLOUDDP_CONFIG) or --cert and --key",
                 short(path),
                 self.trust_domain
-            )));
+            ))));
         };
         let principal = principal_of(leaf, &self.trust_domain).ok_or_else(|| {
-            Status::unauthenticated(format!(
+            Refusal::anonymous(Status::unauthenticated(format!(
                 "the client certificate names no principal of this site: it needs a URI SAN spiffe://{}/<admin|device|service>/<name>",
                 self.trust_domain
-            ))
+            )))
         })?;
         let roles = self.bindings.roles_of(&principal);
         if !roles.iter().any(|role| role.allows(permission)) {
-            return Err(denied(path, &principal, &roles, permission));
+            return Err(Refusal {
+                status: denied(path, &principal, &roles, permission),
+                principal: Some(principal),
+                roles,
+            });
         }
         Ok(Caller {
             principal: Some(principal),
             roles,
             certificate_sha256: Some(sha256(leaf)),
         })
+    }
+}
+
+/// A refused call: the status to answer and who was refused, for the audit trail.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The answer.
+    pub status: Status,
+    /// The caller, when its certificate named one.
+    pub principal: Option<Principal>,
+    /// Its roles.
+    pub roles: Vec<Role>,
+}
+
+impl Refusal {
+    fn anonymous(status: Status) -> Self {
+        Self {
+            status,
+            principal: None,
+            roles: Vec::new(),
+        }
     }
 }
 
@@ -163,6 +188,19 @@ fn denied(path: &str, principal: &Principal, roles: &[Role], permission: Permiss
         short(path),
         holders.join(", ")
     ))
+}
+
+fn role_keys(roles: &[Role]) -> Vec<String> {
+    roles.iter().map(|role| role.key().to_owned()).collect()
+}
+
+/// `Service/Method` of a full path without the package, at most 200 characters.
+fn rpc_name(path: &str) -> String {
+    path.trim_start_matches('/')
+        .trim_start_matches("clouddp.v1.")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// `Service/Method` of a full path, at most 200 characters.
@@ -199,12 +237,14 @@ pub fn principal_of(leaf: &[u8], trust_domain: &str) -> Option<Principal> {
 #[derive(Debug, Clone, Default)]
 pub struct AuthorizeLayer {
     authorizer: Option<Arc<Authorizer>>,
+    audit: Option<AuditTrail>,
 }
 
 impl AuthorizeLayer {
-    /// Decides calls with `authorizer`, or lets every call through without one.
-    pub fn new(authorizer: Option<Arc<Authorizer>>) -> Self {
-        Self { authorizer }
+    /// Decides calls with `authorizer`, or lets every call through without one; records changes and refusals
+    /// in `audit`.
+    pub fn new(authorizer: Option<Arc<Authorizer>>, audit: Option<AuditTrail>) -> Self {
+        Self { authorizer, audit }
     }
 }
 
@@ -215,6 +255,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             authorizer: self.authorizer.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -224,6 +265,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     authorizer: Option<Arc<Authorizer>>,
+    audit: Option<AuditTrail>,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -243,7 +285,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
-        let caller = match &self.authorizer {
+        let path = request.uri().path().to_owned();
+        let decided = match &self.authorizer {
             None => Ok(Caller::unauthenticated_test_caller()),
             Some(authorizer) => {
                 let certificates = request
@@ -251,19 +294,81 @@ where
                     .get::<TlsConnectInfo<TcpConnectInfo>>()
                     .and_then(TlsConnectInfo::peer_certs);
                 let leaf = certificates.as_ref().and_then(|chain| chain.first());
-                authorizer.authorize(request.uri().path(), leaf.map(|der| der.as_ref()))
+                authorizer.authorize(&path, leaf.map(|der| der.as_ref()))
             }
         };
-        match caller {
-            Ok(caller) => {
-                request.extensions_mut().insert(caller);
-                let answer = self.inner.call(request);
-                Box::pin(answer)
+        let caller = match decided {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                tracing::info!(rpc = %path, code = ?refusal.status.code(), reason = %refusal.status.message(), "call refused");
+                if let Some(audit) = &self.audit {
+                    audit.record_refusal(AuditEvent {
+                        time_ms: crate::clock::now_ms(),
+                        principal: refusal
+                            .principal
+                            .as_ref()
+                            .map_or_else(|| "unauthenticated".to_owned(), ToString::to_string),
+                        roles: role_keys(&refusal.roles),
+                        rpc: rpc_name(&path),
+                        target: String::new(),
+                        code: crate::audit::code_name(refusal.status.code()),
+                        trace_id: crate::audit::trace_id(request.headers()),
+                    });
+                }
+                return Box::pin(async move { Ok(refusal.status.into_http()) });
             }
-            Err(status) => {
-                tracing::info!(rpc = %request.uri().path(), code = ?status.code(), reason = %status.message(), "call refused");
-                Box::pin(async move { Ok(status.into_http()) })
+        };
+        let audited = crate::access::required(&path)
+            .ok()
+            .flatten()
+            .is_some_and(|permission| !permission.is_read() && permission != Permission::Locate);
+        // Changes are recorded; so are calls a handler refuses (a device asking as another).
+        let audit = self.audit.clone().map(|audit| {
+            let slot = TargetSlot::default();
+            if audited {
+                request.extensions_mut().insert(slot.clone());
             }
-        }
+            (
+                audit,
+                slot,
+                crate::audit::trace_id(request.headers()),
+                caller.clone(),
+            )
+        });
+        request.extensions_mut().insert(caller);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            if let Some((audit, slot, trace_id, caller)) = audit {
+                // An error answers with its status in the headers; a success, in the trailers after the body.
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from);
+                let refused = matches!(
+                    code,
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                );
+                if audited || refused {
+                    let event = AuditEvent {
+                        time_ms: crate::clock::now_ms(),
+                        principal: caller.describe(),
+                        roles: role_keys(&caller.roles),
+                        rpc: rpc_name(&path),
+                        target: slot.get(),
+                        code: crate::audit::code_name(code),
+                        trace_id,
+                    };
+                    if refused {
+                        audit.record_refusal(event);
+                    } else {
+                        audit.record(event);
+                    }
+                }
+            }
+            Ok(response)
+        })
     }
 }

@@ -298,6 +298,35 @@ pub fn refuse_world_readable(path: &Path) -> ConfigResult<()> {
     Ok(())
 }
 
+/// The audit trail of a service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// How long events are kept (`90d` by default; at least `1h`).
+    #[serde(with = "duration_text")]
+    pub retention: std::time::Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention: std::time::Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+impl AuditSettings {
+    /// Refuses a retention below an hour.
+    pub fn check(&self) -> ConfigResult<()> {
+        if self.retention < std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(
+                "[audit] retention must be at least 1h".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Logging of a service.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -46,6 +46,7 @@ pub struct GrpcServer {
     tls: Option<ServerTlsConfig>,
     supervisor: Option<Supervisor>,
     authorizer: Option<Arc<Authorizer>>,
+    audit: Option<crate::audit::AuditTrail>,
 }
 
 impl GrpcServer {
@@ -57,12 +58,19 @@ impl GrpcServer {
             tls,
             supervisor: None,
             authorizer: None,
+            audit: None,
         })
     }
 
     /// Serves with `tls` (the site's own certificates, say) instead of the settings' files.
     pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Changes and refused calls are recorded in `audit`.
+    pub fn audited(mut self, audit: crate::audit::AuditTrail) -> Self {
+        self.audit = Some(audit);
         self
     }
 
@@ -149,7 +157,10 @@ impl GrpcServer {
         };
         let server = builder
             .layer(crate::deadline::DeadlineLayer)
-            .layer(crate::authorize::AuthorizeLayer::new(self.authorizer))
+            .layer(crate::authorize::AuthorizeLayer::new(
+                self.authorizer,
+                self.audit,
+            ))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);

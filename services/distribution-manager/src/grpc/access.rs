@@ -65,6 +65,7 @@ impl AccessService for AccessGrpc {
         &self,
         request: Request<pb::GrantRoleRequest>,
     ) -> Result<Response<pb::RoleBinding>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().principal);
         let caller = Caller::of(&request).describe();
         let request = request.into_inner();
         let name = admin_name(&request.principal)?;
@@ -78,6 +79,7 @@ impl AccessService for AccessGrpc {
         &self,
         request: Request<pb::RevokeRoleRequest>,
     ) -> Result<Response<pb::RevokeRoleResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().principal);
         let caller = Caller::of(&request).describe();
         let request = request.into_inner();
         let name = admin_name(&request.principal)?;

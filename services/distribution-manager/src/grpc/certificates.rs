@@ -117,6 +117,7 @@ impl CertificateService for CertificateGrpc {
         &self,
         request: Request<pb::ImportManagementCertificateRequest>,
     ) -> Result<Response<pb::CertificateInfo>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().distribution_point_id);
         let request = request.into_inner();
         let choice = cert_choice(CertKind::Management, "source", request.source)?;
         let dp = request.distribution_point_id.trim();
@@ -131,6 +132,7 @@ impl CertificateService for CertificateGrpc {
         &self,
         request: Request<pb::ImportServiceCertificateRequest>,
     ) -> Result<Response<pb::CertificateInfo>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().distribution_point_id);
         let request = request.into_inner();
         let dp = required_with(
             "distribution_point_id",

@@ -121,6 +121,14 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::CreateClientSettingsRequest>,
     ) -> Result<Response<pb::ClientSettings>, Status> {
+        clouddp_platform::audit::target(
+            &request,
+            request
+                .get_ref()
+                .settings
+                .as_ref()
+                .map_or("", |settings| settings.name.as_str()),
+        );
         let settings = settings_from_pb(request.into_inner().settings, false)?;
         Ok(Response::new(settings_to_pb(
             self.policy.save_settings(settings).await?,
@@ -131,6 +139,14 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::UpdateClientSettingsRequest>,
     ) -> Result<Response<pb::ClientSettings>, Status> {
+        clouddp_platform::audit::target(
+            &request,
+            request
+                .get_ref()
+                .settings
+                .as_ref()
+                .map_or("", |settings| settings.id.as_str()),
+        );
         let settings = settings_from_pb(request.into_inner().settings, true)?;
         Ok(Response::new(settings_to_pb(
             self.policy.save_settings(settings).await?,
@@ -161,6 +177,7 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::DeleteClientSettingsRequest>,
     ) -> Result<Response<pb::DeleteClientSettingsResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let id = required("id", &request.into_inner().id)?;
         Ok(Response::new(pb::DeleteClientSettingsResponse {
             id: self.policy.delete_settings(&id).await?,
@@ -171,6 +188,14 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::CreateBoundaryGroupRequest>,
     ) -> Result<Response<pb::BoundaryGroup>, Status> {
+        clouddp_platform::audit::target(
+            &request,
+            request
+                .get_ref()
+                .boundary_group
+                .as_ref()
+                .map_or("", |group| group.name.as_str()),
+        );
         let group = group_from_pb(request.into_inner().boundary_group, false)?;
         Ok(Response::new(group_to_pb(
             self.policy.save_boundary_group(group).await?,
@@ -181,6 +206,14 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::UpdateBoundaryGroupRequest>,
     ) -> Result<Response<pb::BoundaryGroup>, Status> {
+        clouddp_platform::audit::target(
+            &request,
+            request
+                .get_ref()
+                .boundary_group
+                .as_ref()
+                .map_or("", |group| group.id.as_str()),
+        );
         let group = group_from_pb(request.into_inner().boundary_group, true)?;
         Ok(Response::new(group_to_pb(
             self.policy.save_boundary_group(group).await?,
@@ -191,6 +224,7 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::DeleteBoundaryGroupRequest>,
     ) -> Result<Response<pb::DeleteBoundaryGroupResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let id = required("id", &request.into_inner().id)?;
         Ok(Response::new(pb::DeleteBoundaryGroupResponse {
             id: self.policy.delete_boundary_group(&id).await?,
@@ -211,6 +245,14 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::CreateDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
+        clouddp_platform::audit::target(
+            &request,
+            request
+                .get_ref()
+                .deployment
+                .as_ref()
+                .map_or("", |deployment| deployment.content_id.as_str()),
+        );
         let deployment = request
             .into_inner()
             .deployment
@@ -282,6 +324,7 @@ impl ClientPolicyService for ClientPolicyGrpc {
         &self,
         request: Request<pb::DeleteDeploymentRequest>,
     ) -> Result<Response<pb::DeleteDeploymentResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let id = required("id", &request.into_inner().id)?;
         Ok(Response::new(pb::DeleteDeploymentResponse {
             id: self.policy.delete_deployment(&id).await?,

@@ -123,6 +123,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::RegisterContentRequest>,
     ) -> Result<Response<pb::ContentVersion>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().name);
         let request = request.into_inner();
         let new_content = NewContent {
             name: validate::display_name("name", &request.name).map_err(DmError::from)?,
@@ -203,6 +204,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::DistributeContentRequest>,
     ) -> Result<Response<pb::DistributeContentResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().content_id);
         let request = request.into_inner();
         let distribution = self
             .distributor
@@ -230,6 +232,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::RedistributeContentRequest>,
     ) -> Result<Response<pb::DistributeContentResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().content_id);
         let request = request.into_inner();
         let jobs = self
             .distributor
@@ -248,6 +251,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::CancelDistributionRequest>,
     ) -> Result<Response<pb::CancelDistributionResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().content_id);
         let request = request.into_inner();
         let jobs = self
             .distributor
@@ -265,6 +269,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::RemoveContentRequest>,
     ) -> Result<Response<pb::RemoveContentResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().content_id);
         let request = request.into_inner();
         let deleted = self
             .distributor
@@ -282,6 +287,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::ValidateContentRequest>,
     ) -> Result<Response<pb::ValidateContentResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().content_id);
         let request = request.into_inner();
         let report = self
             .distributor

@@ -373,6 +373,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::InstallCloudDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().name);
         let new_dp = cloud_request(request.into_inner()).map_err(Status::from)?;
         let record = self.manager.install_cloud(new_dp).await?;
         Ok(Response::new((&record).into()))
@@ -382,6 +383,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::RegisterDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().name);
         let request = request.into_inner();
         let kind = dp_kind(request.kind).ok_or_else(|| {
             Status::invalid_argument(
@@ -438,6 +440,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::UpdateDistributionPointRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         let current = self.manager.get(&required_id(&request.id)?).await?;
         let update = update_from_mask(&current, &request)?;
@@ -449,6 +452,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::StartServiceRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         let record = self
             .manager
@@ -461,6 +465,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::StopServiceRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         let record = self
             .manager
@@ -482,6 +487,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::ScaleServiceRequest>,
     ) -> Result<Response<pb::DistributionPoint>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         let record = self
             .manager
@@ -494,6 +500,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::DeleteDistributionPointRequest>,
     ) -> Result<Response<pb::DeleteDistributionPointResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         let deleted = self
             .manager
@@ -510,6 +517,7 @@ impl DistributionPointService for DistributionPointGrpc {
         &self,
         request: Request<pb::GetStoreAccessRequest>,
     ) -> Result<Response<pb::StoreAccess>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         let dp = self.manager.get(&required_id(&request.id)?).await?;
         // Readers get a read-and-list SAS for the DP's container, valid one hour, never the account key.

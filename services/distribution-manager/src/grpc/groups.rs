@@ -54,6 +54,7 @@ impl DistributionPointGroupService for DistributionPointGroupGrpc {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::DistributionPointGroup>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().name);
         let request = request.into_inner();
         let members = self.dp_ids(&request.member_ids).await?;
         let group =
@@ -76,6 +77,7 @@ impl DistributionPointGroupService for DistributionPointGroupGrpc {
         &self,
         request: Request<pb::UpdateGroupRequest>,
     ) -> Result<Response<pb::DistributionPointGroup>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let request = request.into_inner();
         let group = groups::update(
             self.manager.pool(),
@@ -91,6 +93,7 @@ impl DistributionPointGroupService for DistributionPointGroupGrpc {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().id);
         let id = groups::delete(self.manager.pool(), &request.into_inner().id).await?;
         Ok(Response::new(pb::DeleteGroupResponse { id }))
     }
@@ -99,6 +102,7 @@ impl DistributionPointGroupService for DistributionPointGroupGrpc {
         &self,
         request: Request<pb::AddMembersRequest>,
     ) -> Result<Response<pb::DistributionPointGroup>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().group_id);
         let request = request.into_inner();
         let group = groups::get(self.manager.pool(), &request.group_id).await?;
         let members = self.dp_ids(&request.distribution_point_ids).await?;
@@ -117,6 +121,7 @@ impl DistributionPointGroupService for DistributionPointGroupGrpc {
         &self,
         request: Request<pb::RemoveMembersRequest>,
     ) -> Result<Response<pb::DistributionPointGroup>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().group_id);
         let request = request.into_inner();
         let group = groups::get(self.manager.pool(), &request.group_id).await?;
         let members = self.dp_ids(&request.distribution_point_ids).await?;
