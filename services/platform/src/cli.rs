@@ -86,6 +86,8 @@ where
     Run: FnOnce(C, tokio::net::TcpListener, tokio_util::sync::CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    // Every file the service creates (database, keys, credentials, logs) is its owner's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let env = crate::config::process_env();
     let config = match load(&env) {
         Ok(config) => config,
