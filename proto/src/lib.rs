@@ -24,6 +24,7 @@ pub const DISTRIBUTION_MANAGER_SERVICES: &[&str] = &[
     "clouddp.v1.SiteService",
     "clouddp.v1.AccessService",
     "clouddp.v1.AuditService",
+    "clouddp.v1.DeviceService",
 ];
 
 /// The `clouddp.v1` services the monitoring service serves, by full name.

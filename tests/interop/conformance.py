@@ -218,6 +218,22 @@ CASES = {
         ("cursor ahead", {"after_sequence": 10**12}, OUT_OF_RANGE),
     ],
     "SiteService.RestoreSite": [("not a backup", [{"data": "bm90IGEgYmFja3Vw"}], INVALID)],
+    "DeviceService.CreateEnrollmentToken": [
+        ("no uses", {"lifetime_seconds": 3600}, INVALID),
+        ("100001 uses", {"uses": 100001, "lifetime_seconds": 3600}, INVALID),
+        ("10 s", {"uses": 1, "lifetime_seconds": 10}, INVALID),
+        ("oversize description", {"uses": 1, "lifetime_seconds": 3600, "description": LONG}, INVALID),
+    ],
+    "DeviceService.EnrollDevice": [("a plaintext server has no CA", {"token": "x", "device_id": "pc-1"},
+                                    "FAILED_PRECONDITION")],
+    "DeviceService.RenewDeviceCertificate": [("not a device", {}, "PERMISSION_DENIED")],
+    "DeviceService.ListDevices": [("bad page token", {"page": {"page_token": "nope"}}, INVALID)],
+    "DeviceService.BlockDevice": [
+        ("bad id", {"id": "a b"}, INVALID),
+        ("unknown device", {"id": "pc-none"}, NOT_FOUND),
+        ("oversize reason", {"id": "pc-none", "reason": LONG}, INVALID),
+    ],
+    "DeviceService.UnblockDevice": [("unknown device", {"id": "pc-none"}, NOT_FOUND)],
     "AuditService.ListAuditEvents": [
         ("bad page token", {"page": {"page_token": "nope"}}, INVALID),
         ("oversize principal", {"principal": LONG}, INVALID),

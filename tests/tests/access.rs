@@ -291,9 +291,12 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_gives_it() {
             };
             let outcome = call(channel, &rpc).await;
             checked += 1;
-            let expected_allowed = roles.iter().any(|role| role.allows(permission));
+            // Enrollment carries its own credential (a token): every caller reaches the handler.
+            let expected_allowed =
+                !permission.needs_certificate() || roles.iter().any(|role| role.allows(permission));
             let verdict = match (&outcome, credential.is_some(), expected_allowed) {
-                (Err(status), false, _) if status.code() == Code::Unauthenticated => None,
+                (Ok(()), false, true) => None,
+                (Err(status), false, false) if status.code() == Code::Unauthenticated => None,
                 (Ok(()), true, true) => None,
                 (Err(status), true, false)
                     if status.code() == Code::PermissionDenied
@@ -307,10 +310,10 @@ async fn every_rpc_is_allowed_to_exactly_the_roles_the_table_gives_it() {
                 _ => Some(format!(
                     "{label} {}: expected {}, got {outcome:?}",
                     rpc.path,
-                    if credential.is_none() {
-                        "UNAUTHENTICATED"
-                    } else if expected_allowed {
+                    if expected_allowed {
                         "allowed"
+                    } else if credential.is_none() {
+                        "UNAUTHENTICATED"
                     } else {
                         "PERMISSION_DENIED naming the permission and its roles"
                     }
@@ -748,4 +751,201 @@ async fn grpcurl_works_with_the_documented_certificate_flags() {
         anonymous.stderr.contains("Unauthenticated"),
         "{anonymous:?}"
     );
+}
+
+fn agent(identity_dir: &Path, manager: &ServiceProcess, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(clouddp_e2e::bin("clouddp-agent"))
+        .args(args)
+        .env("CLOUDDP_AGENT__ENDPOINT", manager.url())
+        .env("CLOUDDP_AGENT__IDENTITY_DIR", identity_dir)
+        .env_remove("CLOUDDP_AGENT_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn devices_enroll_with_a_token_and_a_blocked_device_is_refused_at_once() {
+    let (manager, monitoring, site) = secure_site(&[]).await;
+    let admin = |args: &[&str]| admin_console(&manager, &monitoring, &site, args);
+    let created = admin(&[
+        "device",
+        "token",
+        "create",
+        "--uses",
+        "2",
+        "--expires",
+        "1h",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(created.code, 0, "{created:?}");
+    let token = created.json().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ca = site.first_admin().join("ca.pem").display().to_string();
+    let devices = tempfile::tempdir().unwrap();
+    let pc42 = devices.path().join("pc-0042");
+    let enrolled = agent(
+        &pc42,
+        &manager,
+        &[
+            "enroll",
+            "--token",
+            &token,
+            "--device",
+            "pc-0042",
+            "--ca-cert",
+            &ca,
+        ],
+    );
+    assert!(enrolled.status.success(), "{enrolled:?}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(pc42.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let pc43 = devices.path().join("pc-0043");
+    let second = agent(
+        &pc43,
+        &manager,
+        &[
+            "enroll",
+            "--token",
+            &token,
+            "--device",
+            "pc-0043",
+            "--ca-cert",
+            &ca,
+        ],
+    );
+    assert!(second.status.success(), "{second:?}");
+    let used_up = agent(
+        &devices.path().join("x"),
+        &manager,
+        &[
+            "enroll",
+            "--token",
+            &token,
+            "--device",
+            "pc-9",
+            "--ca-cert",
+            &ca,
+        ],
+    );
+    assert_eq!(used_up.status.code(), Some(4), "{used_up:?}");
+    assert!(
+        String::from_utf8_lossy(&used_up.stderr).contains("used up"),
+        "{used_up:?}"
+    );
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let bad = agent(
+        &devices.path().join("y"),
+        &manager,
+        &[
+            "enroll",
+            "--token",
+            &forged,
+            "--device",
+            "pc-9",
+            "--ca-cert",
+            &ca,
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(4), "{bad:?}");
+
+    // The device authenticates with its own certificate: the site knows it from it.
+    let url = manager.url();
+    let locate = |dir: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            let channel = identity::channel(&url, &dir, Some(&dir)).await.unwrap();
+            clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient::new(
+                channel,
+            )
+            .locate_content(clouddp_proto::v1::LocateContentRequest {
+                deployment_id: "dep-none".to_owned(),
+                ip_address: "10.0.0.1".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+        }
+    };
+    assert_eq!(locate(pc42.clone()).await.code(), Code::NotFound);
+    let got = agent(
+        &pc42,
+        &manager,
+        &[
+            "get",
+            "dep-none",
+            "--to",
+            devices.path().join("out").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(got.status.code(), Some(4), "{got:?}");
+    assert!(
+        String::from_utf8_lossy(&got.stderr).contains("NotFound"),
+        "the agent reached the handler as itself: {got:?}"
+    );
+
+    let listed = admin(&["device", "list", "-o", "json"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let ids: Vec<String> = listed.json().unwrap()["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|device| device["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["pc-0042", "pc-0043"]);
+
+    let blocked = admin(&["device", "block", "pc-0042", "--reason", "reported stolen"]);
+    assert_eq!(blocked.code, 0, "{blocked:?}");
+    let at = Instant::now();
+    let refused = locate(pc42.clone()).await;
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("blocked"), "{refused:?}");
+    assert!(at.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        locate(pc43.clone()).await.code(),
+        Code::NotFound,
+        "another device is untouched"
+    );
+    let again = admin(&["device", "token", "create", "-o", "json"]);
+    let again = again.json().unwrap()["token"].as_str().unwrap().to_owned();
+    let re_enrolled = agent(
+        &devices.path().join("z"),
+        &manager,
+        &[
+            "enroll",
+            "--token",
+            &again,
+            "--device",
+            "pc-0042",
+            "--ca-cert",
+            &ca,
+        ],
+    );
+    assert_eq!(
+        re_enrolled.status.code(),
+        Some(4),
+        "a blocked device cannot enroll again: {re_enrolled:?}"
+    );
+    let unblocked = admin(&["device", "unblock", "pc-0042"]);
+    assert_eq!(unblocked.code, 0, "{unblocked:?}");
+    assert_eq!(locate(pc42.clone()).await.code(), Code::NotFound);
+
+    let trail = admin(&["audit", "list", "--rpc", "EnrollDevice", "-o", "json"]);
+    let trail = trail.json().unwrap()["events"].as_array().unwrap().clone();
+    assert!(
+        trail
+            .iter()
+            .any(|event| event["target"] == "pc-0042" && event["code"] == "OK")
+            && trail.iter().any(|event| event["code"] == "UNAUTHENTICATED"),
+        "{trail:#?}"
+    );
+    let text = serde_json::to_string(&trail).unwrap();
+    assert!(!text.contains(&token), "a token secret in the audit trail");
 }

@@ -56,6 +56,9 @@ pub struct AgentConfig {
     pub region: Option<String>,
     /// Where partial downloads and their resume state are kept.
     pub cache_dir: PathBuf,
+    /// Where the device's enrolled identity is kept (`clouddp-agent enroll`): its key, certificate, the site CA.
+    /// When it holds one, the agent authenticates with it and its device id is the certificate's.
+    pub identity_dir: PathBuf,
     /// Parallel range requests per download (1 to 32): each on its own connection and thread, which also opens,
     /// writes and hashes what it receives.
     pub parallel_downloads: u32,
@@ -72,6 +75,7 @@ impl Default for AgentConfig {
             ip_address: None,
             region: None,
             cache_dir: PathBuf::from("clouddp-agent-cache"),
+            identity_dir: PathBuf::from("clouddp-agent-identity"),
             parallel_downloads: 4,
         }
     }

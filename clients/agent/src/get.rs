@@ -590,6 +590,7 @@ fn tier_label(tier: i32) -> &'static str {
 
 async fn locate(
     config: &AgentConfig,
+    identity: Option<&crate::enroll::Identity>,
     deployment: &str,
     trace: &TraceContext,
 ) -> Result<pb::LocateContentResponse, GetError> {
@@ -608,6 +609,20 @@ async fn locate(
                 GetError::Local(format!("cannot read {}: {error}", ca.display()))
             })?;
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        if let Some(identity) = identity {
+            // The enrolled device authenticates with its certificate; the site knows it from it.
+            let unreadable = |error: std::io::Error| {
+                GetError::Local(format!(
+                    "cannot read the identity in {}: {error}",
+                    identity.dir.display()
+                ))
+            };
+            tls = tls
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    identity.ca_pem().map_err(unreadable)?,
+                ))
+                .identity(identity.tls_identity().map_err(unreadable)?);
         }
         endpoint = endpoint
             .tls_config(tls)
@@ -650,12 +665,24 @@ async fn locate(
 /// Downloads, verifies and writes the content of `options.deployment`.
 pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport, GetError> {
     let started = Instant::now();
+    let identity = crate::enroll::Identity::load(&config.identity_dir);
+    let mut config = config.clone();
+    if let Some(identity) = &identity {
+        config.device_id.clone_from(&identity.device_id);
+    }
+    let config = &config;
     if config.device_id.trim().is_empty() {
         return Err(GetError::Local(
-            "the device id is not set: give --device or set device_id in the config (CLOUDDP_AGENT__DEVICE_ID)".to_owned(),
+            "the device id is not set: enroll the device (`clouddp-agent enroll --token …`), or give --device or set device_id in the config (CLOUDDP_AGENT__DEVICE_ID)".to_owned(),
         ));
     }
-    let answer = locate(config, &options.deployment, &options.trace).await?;
+    let answer = locate(
+        config,
+        identity.as_ref(),
+        &options.deployment,
+        &options.trace,
+    )
+    .await?;
     let manifest = answer
         .manifest
         .clone()

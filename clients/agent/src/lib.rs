@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod enroll;
 pub mod get;
 mod tree;
 

@@ -47,6 +47,21 @@ enum NetworkFlag {
 enum Command {
     /// Print the effective configuration as TOML.
     Config,
+    /// Enroll this device with a bulk registration token (`clouddp device token create`): makes its key here,
+    /// sends a certificate request, and keeps the site's certificate in identity_dir. Later commands
+    /// authenticate with it.
+    Enroll {
+        /// The bulk registration token.
+        #[arg(long, env = "CLOUDDP_ENROLLMENT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// This device's id (default: device_id of the config, else the host name).
+        #[arg(long)]
+        device: Option<String>,
+        /// The site CA certificate (PEM) to trust the distribution manager with (the admin has it as
+        /// admin/ca.pem in the distribution manager's data dir).
+        #[arg(long = "ca-cert", value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+    },
     /// Download a deployment's content into a directory: locate, try the locations in order, resume an
     /// interrupted download, verify every chunk and the whole, decrypt, and write the files atomically.
     ///
@@ -130,6 +145,49 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Enroll {
+            token,
+            device,
+            ca_cert,
+        } => {
+            let device = device
+                .or_else(|| (!config.device_id.trim().is_empty()).then(|| config.device_id.clone()))
+                .or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|name| name.trim().to_owned())
+                })
+                .unwrap_or_default();
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("clouddp-agent: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(clouddp_agent::enroll::enroll(
+                &config,
+                &token,
+                &device,
+                ca_cert.as_deref(),
+            )) {
+                Ok(identity) => {
+                    println!(
+                        "enrolled as device/{}; identity in {}",
+                        identity.device_id,
+                        identity.dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("clouddp-agent: {error}");
+                    ExitCode::from(error.exit_code())
+                }
+            }
+        }
         Command::Get {
             deployment,
             to,

@@ -7,6 +7,7 @@ mod audit;
 mod cert;
 mod connect;
 mod content;
+mod device;
 mod dp;
 mod manifests;
 mod output;
@@ -74,6 +75,9 @@ enum Command {
     /// List the audit trail: every change and every refused call, on both services.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Enrollment tokens, enrolled devices, blocking.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
 }
 
 /// The global options, written once in `clouddp --help` rather than repeated in every command's help.
@@ -170,6 +174,7 @@ async fn run(
         Command::Alerts(command) => alerts::run_alerts(command, endpoints, output).await,
         Command::Access(command) => access::run(command, endpoints, output).await,
         Command::Audit(command) => audit::run(command, endpoints, output).await,
+        Command::Device(command) => device::run(command, endpoints, output).await,
     }
 }
 

@@ -20,6 +20,12 @@ pub enum DmError {
     /// A dependency (database, store) is unavailable; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The request's own credential (an enrollment token) is not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this to this thing (a blocked device enrolling, a device asking as another).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A bug or corrupted data; not the caller's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -54,6 +60,8 @@ impl From<DmError> for tonic::Status {
             DmError::AlreadyExists(message) => tonic::Status::already_exists(message),
             DmError::Precondition(message) => tonic::Status::failed_precondition(message),
             DmError::Unavailable(message) => tonic::Status::unavailable(message),
+            DmError::Unauthenticated(message) => tonic::Status::unauthenticated(message),
+            DmError::PermissionDenied(message) => tonic::Status::permission_denied(message),
             DmError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 tonic::Status::internal(message)

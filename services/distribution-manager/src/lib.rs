@@ -7,6 +7,7 @@ pub mod access;
 pub mod certs;
 pub mod config;
 pub mod content;
+pub mod devices;
 pub mod distribution;
 pub mod dp;
 pub mod endpoint;
@@ -29,6 +30,7 @@ use clouddp_proto::v1::certificate_service_server::CertificateServiceServer;
 use clouddp_proto::v1::client_policy_service_server::ClientPolicyServiceServer;
 use clouddp_proto::v1::content_location_service_server::ContentLocationServiceServer;
 use clouddp_proto::v1::content_service_server::ContentServiceServer;
+use clouddp_proto::v1::device_service_server::DeviceServiceServer;
 use clouddp_proto::v1::distribution_point_group_service_server::DistributionPointGroupServiceServer;
 use clouddp_proto::v1::distribution_point_service_server::DistributionPointServiceServer;
 use clouddp_proto::v1::site_service_server::SiteServiceServer;
@@ -59,13 +61,13 @@ async fn secure(
     config: &DmConfig,
     access_store: &access::AccessStore,
     bindings: Arc<clouddp_platform::authorize::RoleBindings>,
-) -> anyhow::Result<GrpcServer> {
+) -> anyhow::Result<(GrpcServer, Option<Arc<clouddp_platform::pki::SiteCa>>)> {
     if config.server.plaintext {
-        return Ok(server);
+        return Ok((server, None));
     }
     let trust_domain = clouddp_platform::access::trust_domain(&config.site.code);
     let credentials = access::SiteCredentials::in_data_dir(&config.storage.data_dir);
-    credentials.ensure(&trust_domain, config.server.listen)?;
+    let site_ca = Arc::new(credentials.ensure(&trust_domain, config.server.listen)?);
     access_store.bootstrap().await?;
     let server = match &config.server.tls {
         // Files of the operator's own PKI serve; callers still authenticate with certificates of the site CA.
@@ -76,7 +78,7 @@ async fn secure(
         None => server.with_tls(clouddp_platform::pki::server_tls(&credentials.server_dir)?),
     };
     let authorizer = clouddp_platform::authorize::Authorizer::new(trust_domain, bindings);
-    Ok(server.authorized(Arc::new(authorizer)))
+    Ok((server.authorized(Arc::new(authorizer)), Some(site_ca)))
 }
 
 /// The roots content sources and folder stores are confined to; `stores/` in the data dir is created and always
@@ -149,15 +151,16 @@ pub async fn run(
         let shutdown = shutdown.clone();
         move |heartbeat| audit_writer.clone().run(shutdown.clone(), heartbeat)
     });
-    let server = secure(
+    let (server, site_ca) = secure(
         GrpcServer::new(&config.server)?
             .supervised(supervisor.clone())
             .audited(audit_trail),
         &config,
         &access_store,
-        bindings,
+        bindings.clone(),
     )
     .await?;
+    let devices = devices::Devices::open(pool.clone(), bindings, site_ca).await?;
     let mut content_endpoint_task = None;
     let mut public_port = config.content_endpoint.public_port;
     if config.content_endpoint.enabled {
@@ -261,6 +264,11 @@ pub async fn run(
         )
         .add_service(
             AccessServiceServer::new(grpc::AccessGrpc::new(access_store))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
+        )
+        .add_service(
+            DeviceServiceServer::new(grpc::DeviceGrpc::new(devices))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
         )

@@ -63,11 +63,19 @@ pub enum Permission {
     AccessWrite,
     /// Read the audit trail.
     AuditRead,
+    /// Read enrolled devices.
+    DeviceRead,
+    /// Create bulk registration tokens, block and unblock devices.
+    DeviceWrite,
+    /// Enroll a device with a bulk registration token: the token is the credential, so no role is needed.
+    Enroll,
+    /// Renew the caller's own device certificate.
+    DeviceRenew,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 28] = [
         Self::DpRead,
         Self::DpWrite,
         Self::DpStop,
@@ -92,6 +100,10 @@ impl Permission {
         Self::AccessRead,
         Self::AccessWrite,
         Self::AuditRead,
+        Self::DeviceRead,
+        Self::DeviceWrite,
+        Self::Enroll,
+        Self::DeviceRenew,
     ];
 
     /// The permission's name, as errors and the audit log show it.
@@ -121,6 +133,10 @@ impl Permission {
             Self::AccessRead => "access.read",
             Self::AccessWrite => "access.write",
             Self::AuditRead => "audit.read",
+            Self::DeviceRead => "device.read",
+            Self::DeviceWrite => "device.write",
+            Self::Enroll => "device.enroll",
+            Self::DeviceRenew => "device.renew",
         }
     }
 
@@ -138,7 +154,13 @@ impl Permission {
                 | Self::AlertRead
                 | Self::AccessRead
                 | Self::AuditRead
+                | Self::DeviceRead
         )
+    }
+
+    /// False for the one permission whose RPC carries its own credential (a bulk registration token).
+    pub fn needs_certificate(self) -> bool {
+        self != Self::Enroll
     }
 }
 
@@ -226,7 +248,10 @@ impl Role {
         use Permission as P;
         match self {
             // Store access belongs to monitoring alone, and an administrator locates no content as a device.
-            Self::FullAdministrator => !matches!(permission, P::StoreAccess | P::Locate),
+            Self::FullAdministrator => !matches!(
+                permission,
+                P::StoreAccess | P::Locate | P::DeviceRenew | P::Enroll
+            ),
             Self::InfrastructureAdministrator => {
                 permission.is_read() && permission != P::AccessRead
                     || matches!(
@@ -238,6 +263,7 @@ impl Role {
                             | P::BoundaryWrite
                             | P::KeysRotate
                             | P::AlertWrite
+                            | P::DeviceWrite
                     )
             }
             Self::ApplicationAdministrator => {
@@ -248,7 +274,7 @@ impl Role {
                     )
             }
             Self::ReadOnlyAnalyst => permission.is_read() && permission != P::AccessRead,
-            Self::Device => permission == P::Locate,
+            Self::Device => matches!(permission, P::Locate | P::DeviceRenew),
             Self::MonitoringService => matches!(
                 permission,
                 P::DpRead | P::DpStop | P::StoreAccess | P::AccessRead
@@ -480,6 +506,19 @@ pub const RPC_PERMISSIONS: &[(&str, Permission)] = {
         ("/clouddp.v1.AccessService/ListRoleBindings", P::AccessRead),
         ("/clouddp.v1.AccessService/GrantRole", P::AccessWrite),
         ("/clouddp.v1.AccessService/RevokeRole", P::AccessWrite),
+        // devices
+        (
+            "/clouddp.v1.DeviceService/CreateEnrollmentToken",
+            P::DeviceWrite,
+        ),
+        ("/clouddp.v1.DeviceService/EnrollDevice", P::Enroll),
+        (
+            "/clouddp.v1.DeviceService/RenewDeviceCertificate",
+            P::DeviceRenew,
+        ),
+        ("/clouddp.v1.DeviceService/ListDevices", P::DeviceRead),
+        ("/clouddp.v1.DeviceService/BlockDevice", P::DeviceWrite),
+        ("/clouddp.v1.DeviceService/UnblockDevice", P::DeviceWrite),
         // audit (each service serves its own trail)
         ("/clouddp.v1.AuditService/ListAuditEvents", P::AuditRead),
         // monitoring
@@ -668,7 +707,7 @@ mod tests {
                 "{permission} guards no RPC"
             );
             assert!(
-                !Role::holding(permission).is_empty(),
+                !Role::holding(permission).is_empty() || !permission.needs_certificate(),
                 "no role holds {permission}"
             );
         }
@@ -693,9 +732,11 @@ mod tests {
         for permission in Permission::ALL {
             assert_eq!(
                 Role::Device.allows(permission),
-                permission == Permission::Locate
+                matches!(permission, Permission::Locate | Permission::DeviceRenew)
             );
         }
+        assert!(Role::holding(Permission::Enroll).is_empty());
+        assert_eq!(Role::holding(Permission::DeviceRenew), vec![Role::Device]);
     }
 
     #[test]

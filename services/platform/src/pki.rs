@@ -202,6 +202,42 @@ impl SiteCa {
         Ok((certificate.pem(), key.serialize_pem()))
     }
 
+    /// Signs the certificate request `csr_pem` (its signature checked) for `principal`: the request's key, the
+    /// site's names (the SPIFFE id only), client and server authentication, [`CERTIFICATE_DAYS`] of validity.
+    /// Returns the certificate (PEM) and when it expires (ms since the epoch).
+    pub fn sign_request(&self, csr_pem: &str, principal: &Principal) -> PkiResult<(String, i64)> {
+        let mut request =
+            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|error| {
+                PkiError::Certificate(format!("not a valid certificate request: {error}"))
+            })?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, principal.to_string());
+        params.subject_alt_names = vec![SanType::URI(
+            principal
+                .spiffe_id(&self.trust_domain)
+                .try_into()
+                .map_err(|error: rcgen::Error| PkiError::Certificate(error.to_string()))?,
+        )];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(CERTIFICATE_DAYS);
+        let expire_ms =
+            i64::try_from(params.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        request.params = params;
+        let certificate = request.signed_by(&self.issuer)?;
+        Ok((certificate.pem(), expire_ms))
+    }
+
     /// Writes a credential folder for `principal` into `dir` unless one is there already; true when written.
     pub fn ensure_credential(
         &self,
