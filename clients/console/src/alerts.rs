@@ -12,7 +12,7 @@ use tokio_stream::StreamExt as _;
 
 use crate::connect::{CliError, CliResult, Endpoints, Service};
 use crate::output::out;
-use crate::output::{OutputFormat, print_json, properties, table, time_text};
+use crate::output::{FromNow, OutputFormat, print_json, properties, table, time_arg, time_text};
 
 /// Usage commands.
 #[derive(Debug, Subcommand)]
@@ -201,24 +201,6 @@ pub async fn run_usage(
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_until(text: &str) -> CliResult<prost_types::Timestamp> {
-    let time = match humantime::parse_duration(text) {
-        Ok(duration) => std::time::SystemTime::now() + duration,
-        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
-            CliError::Local(format!(
-                "--until {text:?}: give a duration like 2h or a time like 2026-12-01T08:00:00Z"
-            ))
-        })?,
-    };
-    let since = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Ok(prost_types::Timestamp {
-        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nanos: 0,
-    })
-}
-
 /// Runs an `alerts` command.
 pub async fn run_alerts(
     command: AlertsCommand,
@@ -290,7 +272,7 @@ pub async fn run_alerts(
             let alert = client
                 .postpone_alert(pb::PostponeAlertRequest {
                     id,
-                    until: Some(parse_until(&until)?),
+                    until: Some(time_arg("--until", &until, FromNow::Ahead)?),
                 })
                 .await
                 .map_err(fail)?

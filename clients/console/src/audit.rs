@@ -7,9 +7,9 @@ use clouddp_proto::v1 as pb;
 use clouddp_proto::v1::audit_service_client::AuditServiceClient;
 use serde_json::json;
 
-use crate::connect::{CliError, CliResult, Endpoints, Service};
+use crate::connect::{CliResult, Endpoints, Service};
 use crate::output::out;
-use crate::output::{OutputFormat, print_json, table, time_text};
+use crate::output::{FromNow, OutputFormat, print_json, table, time_arg, time_text};
 
 /// Which services' trails to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,26 +48,6 @@ pub enum AuditCommand {
     },
 }
 
-fn parse_since(text: &str) -> CliResult<prost_types::Timestamp> {
-    let time = match humantime::parse_duration(text) {
-        Ok(duration) => std::time::SystemTime::now()
-            .checked_sub(duration)
-            .unwrap_or(std::time::UNIX_EPOCH),
-        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
-            CliError::Local(format!(
-                "--since {text:?}: give a duration like 1h or a time like 2026-12-01T08:00:00Z"
-            ))
-        })?,
-    };
-    let since = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Ok(prost_types::Timestamp {
-        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nanos: 0,
-    })
-}
-
 /// Runs an `audit` command.
 pub async fn run(
     command: AuditCommand,
@@ -90,7 +70,10 @@ pub async fn run(
         principal: principal.unwrap_or_default(),
         rpc: rpc.unwrap_or_default(),
         refused_only: refused,
-        since: since.as_deref().map(parse_since).transpose()?,
+        since: since
+            .as_deref()
+            .map(|since| time_arg("--since", since, FromNow::Back))
+            .transpose()?,
     };
     let services: &[(Service, &str)] = match service {
         Trail::All => &[

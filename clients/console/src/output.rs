@@ -140,3 +140,39 @@ mod tests {
         assert!(!text.contains('{') && !text.contains('"'), "{text}");
     }
 }
+
+/// Which way a duration on the command line points from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromNow {
+    /// `2h` means two hours from now (`--until`).
+    Ahead,
+    /// `1h` means an hour ago (`--since`).
+    Back,
+}
+
+/// The time `text` names for `flag`: a duration (`2h`, counted `direction` from now) or an RFC 3339 time.
+pub fn time_arg(
+    flag: &str,
+    text: &str,
+    direction: FromNow,
+) -> crate::connect::CliResult<prost_types::Timestamp> {
+    let now = std::time::SystemTime::now();
+    let time = match humantime::parse_duration(text) {
+        Ok(duration) => match direction {
+            FromNow::Ahead => now + duration,
+            FromNow::Back => now.checked_sub(duration).unwrap_or(std::time::UNIX_EPOCH),
+        },
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            crate::connect::CliError::Local(format!(
+                "{flag} {text:?}: give a duration like 2h or a time like 2026-12-01T08:00:00Z"
+            ))
+        })?,
+    };
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(prost_types::Timestamp {
+        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    })
+}

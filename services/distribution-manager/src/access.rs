@@ -161,11 +161,11 @@ impl AccessStore {
 
 /// The administrator named by `principal` (`admin/<name>`), or INVALID_ARGUMENT.
 pub fn admin_name(principal: &str) -> DmResult<String> {
-    let name = principal.trim().strip_prefix("admin/").unwrap_or_default();
-    let uri = format!("spiffe://x/admin/{name}");
-    Principal::from_spiffe_id(&uri, "x")
-        .filter(|parsed| parsed.kind == PrincipalKind::Admin)
-        .map(|parsed| parsed.name)
+    principal
+        .trim()
+        .strip_prefix("admin/")
+        .filter(|name| Principal::is_valid_name(name))
+        .map(str::to_owned)
         .ok_or_else(|| {
             clouddp_core::ValidationError::new(
                 "principal",
@@ -233,21 +233,14 @@ impl SiteCredentials {
             .map_err(pki_error)?;
         let config = self.admin_dir.join(CONSOLE_CONFIG_FILE);
         if written || !config.exists() {
+            // A listener on every address is reached on loopback from here.
             let host = if listen.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
+                IpAddr::from([127, 0, 0, 1])
             } else {
-                listen.ip().to_string()
+                listen.ip()
             };
-            let text = console_config(
-                &self.admin_dir,
-                &format!(
-                    "https://{}",
-                    std::net::SocketAddr::new(
-                        host.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
-                        listen.port()
-                    )
-                ),
-            );
+            let endpoint = format!("https://{}", std::net::SocketAddr::new(host, listen.port()));
+            let text = console_config(&self.admin_dir, &endpoint);
             pki::write_file(&config, text.as_bytes(), 0o600).map_err(pki_error)?;
             tracing::info!(config = %config.display(), "wrote the first administrator's console configuration; export CLOUDDP_CONFIG={}", config.display());
         }

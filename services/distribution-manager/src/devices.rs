@@ -74,17 +74,11 @@ pub struct Devices {
     ca: Option<Arc<SiteCa>>,
 }
 
-fn sha256(data: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
-}
-
 /// The device id `text` names, or INVALID_ARGUMENT.
 pub fn device_id(text: &str) -> DmResult<String> {
-    let uri = format!("spiffe://x/device/{}", text.trim());
-    Principal::from_spiffe_id(&uri, "x")
-        .map(|principal| principal.name)
+    Some(text.trim())
+        .filter(|id| Principal::is_valid_name(id))
+        .map(str::to_owned)
         .ok_or_else(|| {
             clouddp_core::ValidationError::new(
                 "device_id",
@@ -162,7 +156,7 @@ impl Devices {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(&id)
-        .bind(sha256(&secret))
+        .bind(clouddp_core::content::sha256(&secret).to_vec())
         .bind(i64::from(uses))
         .bind(expire_ms)
         .bind(&description)
@@ -208,8 +202,11 @@ impl Devices {
         let stored: Vec<u8> = row.try_get("secret_sha256")?;
         let uses_left: i64 = row.try_get("uses_left")?;
         let expire_ms: i64 = row.try_get("expire_ms")?;
-        let matches =
-            aws_lc_rs::constant_time::verify_slices_are_equal(&stored, &sha256(&secret)).is_ok();
+        let matches = aws_lc_rs::constant_time::verify_slices_are_equal(
+            &stored,
+            &clouddp_core::content::sha256(&secret),
+        )
+        .is_ok();
         if !matches || uses_left < 1 || expire_ms <= now_ms() {
             return Err(refused_token());
         }
@@ -222,62 +219,23 @@ impl Devices {
                 "device/{device} is blocked; an administrator unblocks it with `clouddp device unblock {device}`"
             )));
         }
-        let (certificate_pem, certificate_expire_ms) = ca
-            .sign_request(csr_pem, &Principal::new(PrincipalKind::Device, &device))
-            .map_err(|error| {
-                clouddp_core::ValidationError::new("certificate_request_pem", error.to_string())
-            })?;
+        let credential = sign(ca, &device, csr_pem)?;
         sqlx::query("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?1")
             .bind(id)
             .execute(&mut *transaction)
             .await?;
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO devices (id, enroll_time_ms, certificate_expire_ms, update_time_ms) VALUES (?1, ?2, ?3, ?2) \
-             ON CONFLICT (id) DO UPDATE SET certificate_expire_ms = ?3, update_time_ms = ?2",
-        )
-        .bind(&device)
-        .bind(now)
-        .bind(certificate_expire_ms)
-        .execute(&mut *transaction)
-        .await?;
+        record_certificate(&mut *transaction, &credential).await?;
         transaction.commit().await?;
-        Ok((
-            Credential {
-                device_id: device,
-                certificate_pem,
-                ca_pem: ca.certificate_pem().to_owned(),
-                expire_ms: certificate_expire_ms,
-            },
-            id.to_owned(),
-        ))
+        Ok((credential, id.to_owned()))
     }
 
     /// Renews the certificate of `device_id` (the caller) from `csr_pem`.
     pub async fn renew(&self, device_id: &str, csr_pem: &str) -> DmResult<Credential> {
         let ca = self.ca()?;
         check_request(csr_pem)?;
-        let (certificate_pem, expire_ms) = ca
-            .sign_request(csr_pem, &Principal::new(PrincipalKind::Device, device_id))
-            .map_err(|error| {
-                clouddp_core::ValidationError::new("certificate_request_pem", error.to_string())
-            })?;
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO devices (id, enroll_time_ms, certificate_expire_ms, update_time_ms) VALUES (?1, ?2, ?3, ?2) \
-             ON CONFLICT (id) DO UPDATE SET certificate_expire_ms = ?3, update_time_ms = ?2",
-        )
-        .bind(device_id)
-        .bind(now)
-        .bind(expire_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(Credential {
-            device_id: device_id.to_owned(),
-            certificate_pem,
-            ca_pem: ca.certificate_pem().to_owned(),
-            expire_ms,
-        })
+        let credential = sign(ca, device_id, csr_pem)?;
+        record_certificate(&self.pool, &credential).await?;
+        Ok(credential)
     }
 
     /// A page of devices by id.
@@ -359,6 +317,39 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceRecord, sqlx::Error> {
         blocked: row.try_get::<i64, _>("blocked")? == 1,
         block_reason: row.try_get("block_reason")?,
     })
+}
+
+/// The certificate `ca` signs for `device` from its request `csr_pem`.
+/// `csr_pem` has passed [`check_request`].
+fn sign(ca: &SiteCa, device: &str, csr_pem: &str) -> DmResult<Credential> {
+    let (certificate_pem, expire_ms) = ca
+        .sign_request(csr_pem, &Principal::new(PrincipalKind::Device, device))
+        .map_err(|error| {
+            clouddp_core::ValidationError::new("certificate_request_pem", error.to_string())
+        })?;
+    Ok(Credential {
+        device_id: device.to_owned(),
+        certificate_pem,
+        ca_pem: ca.certificate_pem().to_owned(),
+        expire_ms,
+    })
+}
+
+/// Records the device of `credential` (enrolled now, when it is new) and its certificate's expiry.
+async fn record_certificate(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    credential: &Credential,
+) -> DmResult<()> {
+    sqlx::query(
+        "INSERT INTO devices (id, enroll_time_ms, certificate_expire_ms, update_time_ms) VALUES (?1, ?2, ?3, ?2) \
+         ON CONFLICT (id) DO UPDATE SET certificate_expire_ms = ?3, update_time_ms = ?2",
+    )
+    .bind(&credential.device_id)
+    .bind(now_ms())
+    .bind(credential.expire_ms)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 fn check_request(csr_pem: &str) -> DmResult<()> {

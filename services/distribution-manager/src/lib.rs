@@ -69,14 +69,12 @@ async fn secure(
     let credentials = access::SiteCredentials::in_data_dir(&config.storage.data_dir);
     let site_ca = Arc::new(credentials.ensure(&trust_domain, config.server.listen)?);
     access_store.bootstrap().await?;
-    let server = match &config.server.tls {
-        // Files of the operator's own PKI serve; callers still authenticate with certificates of the site CA.
-        Some(files) => server.with_tls(clouddp_platform::tls::server_config_with_client_ca(
-            files,
-            &credentials.ca_dir.join("ca.pem"),
-        )?),
-        None => server.with_tls(clouddp_platform::pki::server_tls(&credentials.server_dir)?),
-    };
+    // The operator's own server certificate when given; callers still authenticate with certificates of the site
+    // CA (or of the files' client CA).
+    let server = server.with_tls(clouddp_platform::pki::server_tls(
+        config.server.tls.as_ref(),
+        &credentials.server_dir,
+    )?);
     let authorizer = clouddp_platform::authorize::Authorizer::new(trust_domain, bindings);
     Ok((server.authorized(Arc::new(authorizer)), Some(site_ca)))
 }

@@ -66,13 +66,7 @@ pub async fn run(
         let trust_domain = clouddp_platform::pki::trust_domain_of_credential(credentials).map_err(|error| {
             anyhow::anyhow!("{error}; give --credentials (or [identity] credentials) the folder services/monitoring in the distribution manager's data dir")
         })?;
-        let tls = match &config.server.tls {
-            Some(files) => clouddp_platform::tls::server_config_with_client_ca(
-                files,
-                &credentials.join(clouddp_platform::pki::CA_FILE),
-            )?,
-            None => clouddp_platform::pki::server_tls(credentials)?,
-        };
+        let tls = clouddp_platform::pki::server_tls(config.server.tls.as_ref(), credentials)?;
         let bindings = Arc::new(clouddp_platform::authorize::RoleBindings::default());
         server = server.with_tls(tls).authorized(Arc::new(
             clouddp_platform::authorize::Authorizer::new(trust_domain, bindings.clone()),

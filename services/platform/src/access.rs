@@ -627,12 +627,16 @@ impl Principal {
             "service" => PrincipalKind::Service,
             _ => return None,
         };
-        let valid = !name.is_empty()
+        Self::is_valid_name(name).then(|| Self::new(kind, name))
+    }
+
+    /// Whether `name` may name a principal: letters, digits, `-`, `.`, `_` and `@`, 1 to 128 of them.
+    pub fn is_valid_name(name: &str) -> bool {
+        !name.is_empty()
             && name.len() <= 128
             && name
                 .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || b"-._@".contains(&byte));
-        valid.then(|| Self::new(kind, name))
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-._@".contains(&byte))
     }
 
     /// The built-in role of a device or service principal; administrators have only granted roles.

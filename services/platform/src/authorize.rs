@@ -20,8 +20,6 @@ pub struct Caller {
     pub principal: Option<Principal>,
     /// Its roles.
     pub roles: Vec<Role>,
-    /// SHA-256 of the client certificate (DER), to bind tokens to it.
-    pub certificate_sha256: Option<[u8; 32]>,
 }
 
 impl Caller {
@@ -30,7 +28,6 @@ impl Caller {
         Self {
             principal: None,
             roles: Vec::new(),
-            certificate_sha256: None,
         }
     }
 
@@ -124,8 +121,14 @@ impl Authorizer {
     }
 
     /// The caller of `path` with `leaf` (the client certificate, DER) when it may call it; the refusal otherwise.
-    pub fn authorize(&self, path: &str, leaf: Option<&[u8]>) -> Result<Caller, Refusal> {
-        let permission = match crate::access::required(path) {
+    /// `required` is what [`crate::access::required`] says of `path`.
+    pub fn authorize(
+        &self,
+        path: &str,
+        required: Result<Option<Permission>, ()>,
+        leaf: Option<&[u8]>,
+    ) -> Result<Caller, Refusal> {
+        let permission = match required {
             Ok(None) => return Ok(Caller::unauthenticated_test_caller()),
             Ok(Some(permission)) => permission,
             Err(()) => {
@@ -173,7 +176,6 @@ impl Authorizer {
         Ok(Caller {
             principal: Some(principal),
             roles,
-            certificate_sha256: Some(sha256(leaf)),
         })
     }
 }
@@ -239,27 +241,30 @@ fn short(path: &str) -> String {
     name.chars().take(200).collect()
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0_u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
 /// The principal the URI SANs of a certificate (DER) name in `trust_domain`.
 pub fn principal_of(leaf: &[u8], trust_domain: &str) -> Option<Principal> {
     let (_, certificate) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    let names = certificate.subject_alternative_name().ok()??;
+    uri_names(&certificate)
+        .into_iter()
+        .find_map(|uri| Principal::from_spiffe_id(uri, trust_domain))
+}
+
+/// The URI SANs of `certificate`.
+pub fn uri_names<'a>(
+    certificate: &'a x509_parser::certificate::X509Certificate<'_>,
+) -> Vec<&'a str> {
+    let Ok(Some(names)) = certificate.subject_alternative_name() else {
+        return Vec::new();
+    };
     names
         .value
         .general_names
         .iter()
-        .find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) => {
-                Principal::from_spiffe_id(uri, trust_domain)
-            }
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
             _ => None,
         })
+        .collect()
 }
 
 /// The layer to put on a gRPC server: with an [`Authorizer`] every call is decided; without one (a test that asked
@@ -316,6 +321,7 @@ where
 
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
         let path = request.uri().path().to_owned();
+        let required = crate::access::required(&path);
         let decided = match &self.authorizer {
             None => Ok(Caller::unauthenticated_test_caller()),
             Some(authorizer) => {
@@ -324,7 +330,7 @@ where
                     .get::<TlsConnectInfo<TcpConnectInfo>>()
                     .and_then(TlsConnectInfo::peer_certs);
                 let leaf = certificates.as_ref().and_then(|chain| chain.first());
-                authorizer.authorize(&path, leaf.map(|der| der.as_ref()))
+                authorizer.authorize(&path, required, leaf.map(|der| der.as_ref()))
             }
         };
         let caller = match decided {
@@ -348,7 +354,7 @@ where
                 return Box::pin(async move { Ok(refusal.status.into_http()) });
             }
         };
-        let audited = crate::access::required(&path)
+        let audited = required
             .ok()
             .flatten()
             .is_some_and(|permission| !permission.is_read() && permission != Permission::Locate);

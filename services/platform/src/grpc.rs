@@ -15,7 +15,7 @@ use tonic_health::ServingStatus;
 use crate::authorize::Authorizer;
 use crate::config::ServerSettings;
 use crate::supervise::Supervisor;
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 
 /// How long open connections may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -50,19 +50,18 @@ pub struct GrpcServer {
 }
 
 impl GrpcServer {
-    /// Checks `settings` and loads the TLS material.
+    /// Checks `settings`; the server is plaintext until [`Self::with_tls`] gives it its certificates.
     pub fn new(settings: &ServerSettings) -> ServeResult<Self> {
         settings.check()?;
-        let tls = settings.tls.as_ref().map(tls::server_config).transpose()?;
         Ok(Self {
-            tls,
+            tls: None,
             supervisor: None,
             authorizer: None,
             audit: None,
         })
     }
 
-    /// Serves with `tls` (the site's own certificates, say) instead of the settings' files.
+    /// Serves with `tls` ([`crate::pki::server_tls`]).
     pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
         self.tls = Some(tls);
         self

@@ -10,7 +10,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 
 use crate::access::Principal;
 
@@ -272,16 +272,18 @@ pub fn listener_ips(listen: IpAddr) -> Vec<IpAddr> {
     ips
 }
 
-/// Server TLS from a credential folder: its certificate and key, and clients verified against its CA.
-pub fn server_tls(dir: &Path) -> PkiResult<ServerTlsConfig> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read(&path).map_err(io(&path))
+/// Server TLS: the operator's files when given, else the certificate and key of the credential folder `dir`;
+/// clients are verified against the files' client CA, else the site CA of the folder.
+pub fn server_tls(
+    files: Option<&crate::config::TlsSettings>,
+    dir: &Path,
+) -> crate::tls::TlsResult<ServerTlsConfig> {
+    let site = crate::config::TlsSettings {
+        certificate: dir.join(CERT_FILE),
+        private_key: dir.join(KEY_FILE),
+        client_ca: None,
     };
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(CERT_FILE)?, read(KEY_FILE)?))
-        .client_ca_root(Certificate::from_pem(read(CA_FILE)?))
-        .client_auth_optional(true))
+    crate::tls::server_config(files.unwrap_or(&site), &dir.join(CA_FILE))
 }
 
 /// The trust domain of the credential in `dir`, read from its certificate's `spiffe://` id.
@@ -294,20 +296,12 @@ pub fn trust_domain_of_credential(dir: &Path) -> PkiResult<String> {
     let certificate = pem
         .parse_x509()
         .map_err(|error| not_ours(&error.to_string()))?;
-    let names = certificate
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|names| names.value.general_names.clone())
-        .unwrap_or_default();
-    names
-        .iter()
-        .find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) => uri
-                .strip_prefix("spiffe://")
+    crate::authorize::uri_names(&certificate)
+        .into_iter()
+        .find_map(|uri| {
+            uri.strip_prefix("spiffe://")
                 .and_then(|rest| rest.split_once('/'))
-                .map(|(domain, _)| domain.to_owned()),
-            _ => None,
+                .map(|(domain, _)| domain.to_owned())
         })
         .ok_or_else(|| not_ours("carries no spiffe:// id"))
 }

@@ -32,26 +32,10 @@ fn read_pem(what: &'static str, path: &Path) -> TlsResult<Vec<u8>> {
     })
 }
 
-/// The server side: certificate and key, and a client CA for mutual TLS when configured.
-pub fn server_config(settings: &TlsSettings) -> TlsResult<ServerTlsConfig> {
-    refuse_world_readable(&settings.private_key)?;
-    let certificate = read_pem("TLS certificate", &settings.certificate)?;
-    let private_key = read_pem("TLS private key", &settings.private_key)?;
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(certificate, private_key));
-    if let Some(client_ca) = &settings.client_ca {
-        let ca = read_pem("client CA", client_ca)?;
-        config = config.client_ca_root(Certificate::from_pem(ca));
-    }
-    Ok(config)
-}
-
-/// The server side with the operator's certificate and key, verifying the certificates clients present against
+/// The server side with the certificate and key of `settings`, verifying the certificates clients present against
 /// `client_ca` when the settings name no client CA of their own. A client without a certificate still connects
 /// (health stays open); the authorization layer answers its calls UNAUTHENTICATED.
-pub fn server_config_with_client_ca(
-    settings: &TlsSettings,
-    client_ca: &Path,
-) -> TlsResult<ServerTlsConfig> {
+pub fn server_config(settings: &TlsSettings, client_ca: &Path) -> TlsResult<ServerTlsConfig> {
     refuse_world_readable(&settings.private_key)?;
     let certificate = read_pem("TLS certificate", &settings.certificate)?;
     let private_key = read_pem("TLS private key", &settings.private_key)?;
