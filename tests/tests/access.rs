@@ -949,3 +949,146 @@ async fn devices_enroll_with_a_token_and_a_blocked_device_is_refused_at_once() {
     let text = serde_json::to_string(&trail).unwrap();
     assert!(!text.contains(&token), "a token secret in the audit trail");
 }
+
+/// Creates a registration token for `uses` devices.
+fn registration_token(admin: impl Fn(&[&str]) -> console::ConsoleOutput, uses: &str) -> String {
+    let created = admin(&["device", "token", "create", "--uses", uses, "-o", "json"]);
+    assert_eq!(created.code, 0, "{created:?}");
+    created.json().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Enrolls `device` into `dir` with `token`.
+fn enroll(manager: &ServiceProcess, site: &Site, dir: &Path, token: &str, device: &str) {
+    let ca = site.first_admin().join("ca.pem").display().to_string();
+    let enrolled = agent(
+        dir,
+        manager,
+        &["enroll", "--token", token, "--device", device, "--ca-cert", &ca],
+    );
+    assert!(enrolled.status.success(), "{enrolled:?}");
+}
+
+/// An HTTPS client that trusts the site CA and presents `credential` (a device's identity folder) when given.
+fn device_http(site: &Site, credential: Option<&Path>) -> reqwest::Client {
+    let ca = std::fs::read(site.first_admin().join("ca.pem")).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap());
+    if let Some(dir) = credential {
+        let mut pem = std::fs::read(dir.join("cert.pem")).unwrap();
+        pem.extend(std::fs::read(dir.join("key.pem")).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn access_tokens_are_bound_to_the_device_certificate_not_to_a_header() {
+    let roots = tempfile::tempdir().unwrap();
+    let sources = roots.path().join("sources");
+    let stores = roots.path().join("stores");
+    std::fs::create_dir_all(&stores).unwrap();
+    let payload: Vec<u8> = (0..300_000_u32).flat_map(u32::to_le_bytes).collect();
+    write(&sources.join("app/setup.bin"), &payload);
+    let (manager, monitoring, site) = secure_site(&[
+        "--source-root".to_owned(),
+        sources.display().to_string(),
+        "--store-root".to_owned(),
+        stores.display().to_string(),
+    ])
+    .await;
+    let admin = |args: &[&str]| admin_console(&manager, &monitoring, &site, args);
+    // The on-premises DP is reached at `localhost`: the endpoint serves the site's server certificate there.
+    let address = format!("https://localhost:{}", manager.content_addr().port());
+    let registered = admin(&[
+        "dp",
+        "register",
+        "--name",
+        "hq",
+        "--folder",
+        stores.join("hq").to_str().unwrap(),
+        "--address",
+        &address,
+    ]);
+    assert_eq!(registered.code, 0, "{registered:?}");
+    let added = admin(&[
+        "content",
+        "add",
+        "--name",
+        "app",
+        "--type",
+        "application",
+        "--source",
+        sources.join("app").to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(added.code, 0, "{added:?}");
+    let content = added.json().unwrap()["id"].as_str().unwrap().to_owned();
+    let distributed = admin(&["content", "distribute", &content, "--dp", "hq", "--wait"]);
+    assert_eq!(distributed.code, 0, "{distributed:?}");
+    let admin_channel = identity::channel(&manager.url(), &site.first_admin(), Some(&site.first_admin()))
+        .await
+        .unwrap();
+    // No boundary group holds the devices: the DP is a remote fallback.
+    let deployment =
+        clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient::new(admin_channel)
+            .create_deployment(clouddp_proto::v1::CreateDeploymentRequest {
+                deployment: Some(clouddp_proto::v1::Deployment {
+                    content_id: content.clone(),
+                    allow_remote_fallback: true,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+
+    let token = registration_token(admin, "2");
+    let devices = tempfile::tempdir().unwrap();
+    let (pc42, pc43) = (devices.path().join("pc-0042"), devices.path().join("pc-0043"));
+    enroll(&manager, &site, &pc42, &token, "pc-0042");
+    enroll(&manager, &site, &pc43, &token, "pc-0043");
+
+    // The enrolled agent downloads with its certificate and trusts the endpoint's with no flag.
+    let out = devices.path().join("out");
+    let got = agent(&pc42, &manager, &["get", &deployment, "--to", out.to_str().unwrap()]);
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(std::fs::read(out.join("setup.bin")).unwrap(), payload);
+
+    // The token pc-0042 was given works only on a connection that presents pc-0042's certificate.
+    let channel = identity::channel(&manager.url(), &pc42, Some(&pc42)).await.unwrap();
+    let answer =
+        clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient::new(channel)
+            .locate_content(clouddp_proto::v1::LocateContentRequest {
+                deployment_id: deployment.clone(),
+                ip_address: "10.0.0.1".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let location = &answer.locations[0];
+    let fetch = |credential: Option<&Path>| {
+        let http = device_http(&site, credential);
+        let (url, token) = (location.url.clone(), location.access_token.clone());
+        async move {
+            let response =
+                clouddp_e2e::content::ranged_get(&http, &url, &token, "pc-0042", "bytes=0-99")
+                    .await
+                    .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap_or_default())
+        }
+    };
+    let (status, body) = fetch(None).await;
+    assert_eq!(status, 401, "no certificate, the device named in the header: {body}");
+    assert!(body.contains("not bound to the client certificate"), "{body}");
+    assert!(body.contains("connect with the device certificate"), "{body}");
+    let (status, body) = fetch(Some(&pc43)).await;
+    assert_eq!(status, 401, "another device's certificate: {body}");
+    let (status, body) = fetch(Some(&pc42)).await;
+    assert_eq!(status, 206, "{body}");
+}

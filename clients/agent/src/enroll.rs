@@ -46,6 +46,12 @@ impl EnrollError {
     }
 }
 
+/// A certificate chain and its private key.
+pub type RustlsCredential = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
 /// The device's enrolled identity.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -71,6 +77,15 @@ impl Identity {
             std::fs::read(self.dir.join(CERT_FILE))?,
             std::fs::read(self.dir.join(KEY_FILE))?,
         ))
+    }
+
+    /// The certificate chain and key, for rustls.
+    pub fn rustls_credential(&self) -> std::io::Result<RustlsCredential> {
+        let chain = rustls_pemfile::certs(&mut std::fs::read(self.dir.join(CERT_FILE))?.as_slice())
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pemfile::private_key(&mut std::fs::read(self.dir.join(KEY_FILE))?.as_slice())?
+            .ok_or_else(|| std::io::Error::other(format!("{KEY_FILE} holds no private key")))?;
+        Ok((chain, key))
     }
 
     /// The site CA.

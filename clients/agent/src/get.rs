@@ -816,7 +816,23 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
             roots.push(certificate.map_err(|error| local(&format!("{}", path.display()), error))?);
         }
     }
-    let tls = tls_config(roots).map_err(|error| GetError::Local(format!("TLS: {error}")))?;
+    // An enrolled device trusts its site's CA (on-premises endpoints serve certificates it issued) and presents
+    // its certificate, to which the site bound its tokens.
+    let mut client_auth = None;
+    if let Some(identity) = &identity {
+        let unreadable = |error: std::io::Error| {
+            GetError::Local(format!(
+                "cannot read the identity in {}: {error}",
+                identity.dir.display()
+            ))
+        };
+        for certificate in rustls_pemfile::certs(&mut identity.ca_pem().map_err(unreadable)?.as_slice()) {
+            roots.push(certificate.map_err(unreadable)?);
+        }
+        client_auth = Some(identity.rustls_credential().map_err(unreadable)?);
+    }
+    let tls = tls_config(roots, client_auth)
+        .map_err(|error| GetError::Local(format!("TLS: {error}")))?;
     let clients = (0..config.parallel_downloads.max(1))
         .map(|_| http_client(&options.resolve, tls.clone()))
         .collect::<Result<Vec<_>, _>>()
@@ -908,18 +924,23 @@ fn tracing_line(message: &str) {
     eprintln!("clouddp-agent: {message}");
 }
 
-/// TLS for the content endpoints: servers verified against the system's trusted roots and `extra_roots`.
+/// TLS for the content endpoints: servers verified against the system's trusted roots and `extra_roots`; the
+/// device's certificate presented when it has one.
 fn tls_config(
     extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    client_auth: Option<crate::enroll::RustlsCredential>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match client_auth {
+        Some((chain, key)) => config.with_client_auth_cert(chain, key)?,
+        None => config.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -68,6 +68,32 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, ms since the epoch.
     pub exp: i64,
+    /// The client certificate the token is bound to (RFC 8705): only a client that presents that certificate on
+    /// its connection may use it. Absent only on tokens of a site that runs without authentication (tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The confirmation claim of a certificate-bound token (RFC 8705, section 3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The certificate's SHA-256 thumbprint, base64url without padding.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+impl Confirmation {
+    /// The confirmation of the certificate `der`.
+    pub fn of_certificate(der: &[u8]) -> Self {
+        Self {
+            x5t_s256: thumbprint(der),
+        }
+    }
+}
+
+/// The SHA-256 thumbprint of a DER certificate, base64url without padding (`x5t#S256`).
+pub fn thumbprint(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(hash(&[der]))
 }
 
 /// Why a token was refused.
@@ -88,6 +114,10 @@ pub enum TokenError {
     /// Valid, but for another DP, content or client.
     #[error("issued for another {0}")]
     WrongScope(&'static str),
+    /// Bound to a client certificate that the connection does not present, or bound to none where binding is
+    /// required.
+    #[error("not bound to the client certificate of this connection")]
+    Unbound,
     /// A lifetime above the maximum.
     #[error("lifetime longer than allowed")]
     TooLong,
@@ -217,8 +247,12 @@ pub struct Scope<'a> {
     pub dp: &'a str,
     /// The content version requested.
     pub cv: &'a str,
-    /// The client making the request (its device id, sent with the request).
-    pub client: &'a str,
+    /// The thumbprint ([`thumbprint`]) of the client certificate on the connection, if it presented one.
+    pub certificate: Option<&'a str>,
+    /// What a token bound to no certificate needs: the device id the client names. `None` refuses such tokens,
+    /// as every site that authenticates its callers does; only a site run without authentication (tests) issues
+    /// them.
+    pub named_client: Option<&'a str>,
 }
 
 /// Verifies `token` with the public key of its `kid` (looked up by `key_for`), at `now_ms`, for `scope`.
@@ -288,8 +322,11 @@ pub fn verify<'k>(
     if claims.cv != scope.cv {
         return Err(TokenError::WrongScope("content"));
     }
-    if claims.sub != scope.client {
-        return Err(TokenError::WrongScope("client"));
+    match (&claims.cnf, scope.named_client) {
+        (Some(cnf), _) if scope.certificate == Some(cnf.x5t_s256.as_str()) => {}
+        (None, Some(named)) if named == claims.sub => {}
+        (None, Some(_)) => return Err(TokenError::WrongScope("client")),
+        _ => return Err(TokenError::Unbound),
     }
     Ok(claims)
 }
@@ -308,6 +345,7 @@ mod tests {
             sub: "laptop-7".to_owned(),
             iat: NOW,
             exp: NOW + 15 * 60 * 1000,
+            cnf: None,
         }
     }
 
@@ -315,7 +353,8 @@ mod tests {
         Scope {
             dp: "dp-1",
             cv: "cnt-1@1",
-            client: "laptop-7",
+            certificate: None,
+ named_client: Some("laptop-7"),
         }
     }
 
@@ -344,7 +383,8 @@ mod tests {
                 Scope {
                     dp: "dp-2",
                     cv: "cnt-1@1",
-                    client: "laptop-7"
+                    certificate: None,
+ named_client: Some("laptop-7")
                 }
             ),
             Err(TokenError::WrongScope("distribution point"))
@@ -357,7 +397,8 @@ mod tests {
                 Scope {
                     dp: "dp-1",
                     cv: "cnt-1@2",
-                    client: "laptop-7"
+                    certificate: None,
+ named_client: Some("laptop-7")
                 }
             ),
             Err(TokenError::WrongScope("content"))
@@ -370,10 +411,68 @@ mod tests {
                 Scope {
                     dp: "dp-1",
                     cv: "cnt-1@1",
-                    client: "desktop-9"
+                    certificate: None,
+ named_client: Some("desktop-9")
                 }
             ),
             Err(TokenError::WrongScope("client"))
+        );
+    }
+
+    #[test]
+    fn bound_tokens_verify_only_with_their_certificate() {
+        let (key, _) = SigningKey::generate("k1").unwrap();
+        let public = key.public_key();
+        let lookup = |kid: &str| (kid == "k1").then_some(public.as_slice());
+        let mine = thumbprint(b"the device's certificate");
+        let other = thumbprint(b"another certificate");
+        let bound = key
+            .sign(Claims {
+                cnf: Some(Confirmation::of_certificate(b"the device's certificate")),
+                ..claims()
+            })
+            .unwrap();
+        let presenting = |certificate: Option<&'static str>, named: Option<&'static str>| Scope {
+            dp: "dp-1",
+            cv: "cnt-1@1",
+            certificate,
+            named_client: named,
+        };
+        let mine: &'static str = Box::leak(mine.into_boxed_str());
+        let other: &'static str = Box::leak(other.into_boxed_str());
+        assert_eq!(
+            verify(&bound, lookup, NOW, presenting(Some(mine), None))
+                .unwrap()
+                .sub,
+            "laptop-7"
+        );
+        // The header a client writes does not replace the certificate.
+        for scope in [
+            presenting(Some(other), Some("laptop-7")),
+            presenting(None, Some("laptop-7")),
+            presenting(None, None),
+        ] {
+            assert_eq!(verify(&bound, lookup, NOW, scope), Err(TokenError::Unbound));
+        }
+        // A token bound to nothing is refused where binding is required, even with a certificate.
+        let unbound = key.sign(claims()).unwrap();
+        assert_eq!(
+            verify(&unbound, lookup, NOW, presenting(Some(mine), None)),
+            Err(TokenError::Unbound)
+        );
+        // The claim is in the signed part: removing it breaks the signature.
+        let body = bound.split('.').nth(1).unwrap();
+        let mut decoded: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
+        assert_eq!(decoded["cnf"]["x5t#S256"], mine);
+        decoded.as_object_mut().unwrap().remove("cnf");
+        let stripped = bound.replace(
+            body,
+            &URL_SAFE_NO_PAD.encode(serde_json::to_vec(&decoded).unwrap()),
+        );
+        assert_eq!(
+            verify(&stripped, lookup, NOW, presenting(None, Some("laptop-7"))),
+            Err(TokenError::BadSignature)
         );
     }
 
@@ -388,7 +487,8 @@ mod tests {
         Scope {
             dp: "dp-1",
             cv: "cnt-1@1",
-            client,
+            certificate: None,
+            named_client: Some(client),
         }
     }
 
@@ -546,7 +646,8 @@ mod tests {
                 Scope {
                     dp: "dp-2",
                     cv: "cnt-1@1",
-                    client: "laptop-7"
+                    certificate: None,
+ named_client: Some("laptop-7")
                 }
             ),
             Err(TokenError::BadSignature)

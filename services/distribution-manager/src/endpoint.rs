@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -34,7 +35,8 @@ use crate::error::{DmError, DmResult};
 use crate::locate::url_host;
 use crate::tokens::TokenKeys;
 
-/// The header a client names itself in; the token must have been issued to it.
+/// The header a client names itself in. Only a site run without authentication (tests) heeds it; everywhere
+/// else a token is bound to the certificate the client presents.
 pub const CLIENT_HEADER: &str = "x-clouddp-client";
 /// Bytes read from the store per piece of a response.
 const SLICE: u64 = 1 << 20;
@@ -72,6 +74,7 @@ pub struct ContentEndpoint {
     manager: Arc<DistributionManager>,
     keys: TokenKeys,
     settings: ContentEndpointSettings,
+    trust: EndpointTrust,
     snapshot: RwLock<Snapshot>,
     default_certificate: Arc<CertifiedKey>,
     usage: Mutex<HashMap<UsageKey, Counter>>,
@@ -101,38 +104,75 @@ fn certified(
     ))
 }
 
-fn default_certificate(settings: &ContentEndpointSettings) -> DmResult<Arc<CertifiedKey>> {
-    match (&settings.certificate, &settings.private_key) {
-        (Some(certificate), Some(private_key)) => {
-            let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|error| {
-                    DmError::Precondition(format!("cannot read {}: {error}", path.display()))
-                })
-            };
-            let chain = rustls_pemfile::certs(&mut read(certificate)?.as_slice())
-                .map(|cert| cert.map(|der| der.to_vec()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|error| {
-                    DmError::Precondition(format!("{}: {error}", certificate.display()))
-                })?;
-            let key = rustls_pemfile::private_key(&mut read(private_key)?.as_slice())
-                .map_err(|error| {
-                    DmError::Precondition(format!("{}: {error}", private_key.display()))
-                })?
-                .ok_or_else(|| {
-                    DmError::Precondition(format!("{} holds no private key", private_key.display()))
-                })?;
-            certified(chain, &key)
-        }
-        _ => {
-            let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-                .map_err(internal)?;
-            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-                generated.signing_key.serialize_der().into(),
-            );
-            certified(vec![generated.cert.der().to_vec()], &key)
-        }
+/// How the endpoint knows devices and itself.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointTrust {
+    /// The site CA (PEM) that devices' certificates chain to. Tokens must then be bound to the certificate the
+    /// device presents (RFC 8705). `None` only on a site run without authentication (tests): its tokens are
+    /// bound to the device id the client names in `x-clouddp-client`.
+    pub site_ca: Option<PathBuf>,
+    /// The site's server credential (`cert.pem`, `key.pem`, issued by the site CA), served for on-premises DPs
+    /// when `[content_endpoint] certificate` is unset, so an enrolled agent trusts it with no flag.
+    pub server_credential: Option<PathBuf>,
+}
+
+fn read_credential(certificate: &FsPath, private_key: &FsPath) -> DmResult<Arc<CertifiedKey>> {
+    let read = |path: &FsPath| {
+        std::fs::read(path).map_err(|error| {
+            DmError::Precondition(format!("cannot read {}: {error}", path.display()))
+        })
+    };
+    let chain = rustls_pemfile::certs(&mut read(certificate)?.as_slice())
+        .map(|cert| cert.map(|der| der.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| DmError::Precondition(format!("{}: {error}", certificate.display())))?;
+    let key = rustls_pemfile::private_key(&mut read(private_key)?.as_slice())
+        .map_err(|error| DmError::Precondition(format!("{}: {error}", private_key.display())))?
+        .ok_or_else(|| {
+            DmError::Precondition(format!("{} holds no private key", private_key.display()))
+        })?;
+    certified(chain, &key)
+}
+
+/// The certificate for on-premises DPs: the configured one, else the site's server credential, else (a site
+/// without authentication) a self-signed one for `localhost`.
+fn default_certificate(
+    settings: &ContentEndpointSettings,
+    trust: &EndpointTrust,
+) -> DmResult<Arc<CertifiedKey>> {
+    if let (Some(certificate), Some(private_key)) = (&settings.certificate, &settings.private_key) {
+        return read_credential(certificate, private_key);
     }
+    if let Some(dir) = &trust.server_credential {
+        return read_credential(
+            &dir.join(clouddp_platform::pki::CERT_FILE),
+            &dir.join(clouddp_platform::pki::KEY_FILE),
+        );
+    }
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).map_err(internal)?;
+    let key =
+        rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    certified(vec![generated.cert.der().to_vec()], &key)
+}
+
+/// Verifies the certificates devices present against the site CA; a client without one still connects (and
+/// is refused by the token check).
+fn client_verifier(
+    site_ca: &FsPath,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let pem = std::fs::read(site_ca)
+        .map_err(|error| anyhow::anyhow!("cannot read the site CA {}: {error}", site_ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(certificate?)?;
+    }
+    Ok(
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()?,
+    )
 }
 
 impl ContentEndpoint {
@@ -141,12 +181,14 @@ impl ContentEndpoint {
         manager: Arc<DistributionManager>,
         keys: TokenKeys,
         settings: ContentEndpointSettings,
+        trust: EndpointTrust,
     ) -> DmResult<Arc<Self>> {
         let endpoint = Arc::new(Self {
-            default_certificate: default_certificate(&settings)?,
+            default_certificate: default_certificate(&settings, &trust)?,
             manager,
             keys,
             settings,
+            trust,
             snapshot: RwLock::new(Snapshot {
                 revision: -1,
                 ..Snapshot::default()
@@ -350,12 +392,14 @@ impl ContentEndpoint {
         supervisor: Supervisor,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match &self.trust.site_ca {
+            Some(site_ca) => builder.with_client_cert_verifier(client_verifier(site_ca, provider)?),
+            None => builder.with_no_client_auth(),
+        };
+        let mut tls = builder.with_cert_resolver(Arc::new(Resolver(self.clone())));
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let router = axum::Router::new()
@@ -399,14 +443,18 @@ impl ContentEndpoint {
                         }
                         Err(_) => return,
                     };
-                let sni = stream
-                    .get_ref()
-                    .1
-                    .server_name()
-                    .map(str::to_ascii_lowercase);
+                let session = stream.get_ref().1;
+                let sni = session.server_name().map(str::to_ascii_lowercase);
+                let certificate = ClientCertificate(
+                    session
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| clouddp_core::token::thumbprint(leaf)),
+                );
                 let service = hyper::service::service_fn(
                     move |mut request: http::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(ServerName(sni.clone()));
+                        request.extensions_mut().insert(certificate.clone());
                         let span = clouddp_platform::telemetry::http_span(
                             &request,
                             route_of(request.uri().path()),
@@ -464,6 +512,10 @@ impl ResolvesServerCert for Resolver {
 /// The TLS server name of a request's connection.
 #[derive(Debug, Clone)]
 struct ServerName(Option<String>);
+
+/// The thumbprint of the client certificate of a request's connection (verified against the site CA).
+#[derive(Debug, Clone)]
+struct ClientCertificate(Option<String>);
 
 async fn health() -> &'static str {
     "ok\n"
@@ -602,23 +654,38 @@ async fn serve_content(
             "an access token is required (Authorization: Bearer …)",
         );
     };
-    let client = headers
-        .get(CLIENT_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let certificate = request
+        .extensions()
+        .get::<ClientCertificate>()
+        .and_then(|certificate| certificate.0.as_deref());
+    // Only a site without authentication issues tokens bound to a named client rather than a certificate.
+    let named_client = endpoint.trust.site_ca.is_none().then(|| {
+        headers
+            .get(CLIENT_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    });
     let scope = Scope {
         dp: &served.dp.id,
         cv: &content_version,
-        client: &client,
+        certificate,
+        named_client,
     };
-    if let Err(error) = endpoint.keys.verify(token.trim(), now_ms(), scope) {
-        let status = match error {
-            TokenError::WrongScope(_) => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        return refuse(status, &format!("access token refused: {error}"));
-    }
+    let client = match endpoint.keys.verify(token.trim(), now_ms(), scope) {
+        Ok(claims) => claims.sub,
+        Err(error) => {
+            let status = match error {
+                TokenError::WrongScope(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let hint = if error == TokenError::Unbound && certificate.is_none() {
+                " (connect with the device certificate the token was issued for)"
+            } else {
+                ""
+            };
+            return refuse(status, &format!("access token refused: {error}{hint}"));
+        }
+    };
     let path = format!("content/{content_id}/v{version}.sealed");
     let length = match served.store.head(&path).await {
         Ok(Some(length)) => length,

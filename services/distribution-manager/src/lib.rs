@@ -79,6 +79,25 @@ async fn secure(
     Ok((server.authorized(Arc::new(authorizer)), Some(site_ca)))
 }
 
+/// What the content endpoint trusts and serves: the site CA and server credential the first start made (none on
+/// a site a test runs without authentication).
+fn endpoint_trust(config: &DmConfig) -> anyhow::Result<endpoint::EndpointTrust> {
+    if config.server.plaintext {
+        return Ok(endpoint::EndpointTrust::default());
+    }
+    let credentials = access::SiteCredentials::in_data_dir(&config.storage.data_dir);
+    let site_ca = credentials.ca_dir.join(clouddp_platform::pki::CA_FILE);
+    anyhow::ensure!(
+        site_ca.is_file(),
+        "the site CA {} is missing: start the distribution manager on this data dir once before a content endpoint",
+        site_ca.display()
+    );
+    Ok(endpoint::EndpointTrust {
+        site_ca: Some(site_ca),
+        server_credential: Some(credentials.server_dir),
+    })
+}
+
 /// The roots content sources and folder stores are confined to; `stores/` in the data dir is created and always
 /// a store root.
 fn confinement(config: &DmConfig) -> anyhow::Result<dp::Confinement> {
@@ -134,9 +153,13 @@ pub async fn run(
     if config.role == config::Role::ContentEndpoint {
         // Only the content endpoint: `listener` is its HTTPS listener.
         tracing::info!(data_dir = %data_dir.display(), "distribution manager starting as a content endpoint only");
-        let endpoint =
-            endpoint::ContentEndpoint::new(manager, token_keys, config.content_endpoint.clone())
-                .await?;
+        let endpoint = endpoint::ContentEndpoint::new(
+            manager,
+            token_keys,
+            config.content_endpoint.clone(),
+            endpoint_trust(&config)?,
+        )
+        .await?;
         let result = endpoint.serve(listener, supervisor, shutdown).await;
         pool.close().await;
         return result;
@@ -173,6 +196,7 @@ pub async fn run(
             manager.clone(),
             token_keys.clone(),
             config.content_endpoint.clone(),
+            endpoint_trust(&config)?,
         )
         .await?;
         content_endpoint_task = Some(tokio::spawn(endpoint.serve(

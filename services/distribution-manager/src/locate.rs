@@ -39,6 +39,9 @@ pub struct LocateRequest {
     pub region_hint: String,
     /// Latency by DP id.
     pub latency_hints_ms: HashMap<String, u32>,
+    /// The client certificate the device called with: its tokens are bound to it (RFC 8705). `None` only on a
+    /// site run without authentication (tests).
+    pub certificate: Option<token::Confirmation>,
 }
 
 /// One place to download from.
@@ -407,6 +410,7 @@ impl Locator {
                 sub: device.to_owned(),
                 iat: issued,
                 exp: issued + lifetime,
+                cnf: request.certificate.clone(),
             };
             let (base, server_name) = match (&dp.cloud, dp.kind) {
                 (Some(cloud), DpKind::Cloud) => {

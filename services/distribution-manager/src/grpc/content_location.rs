@@ -1,6 +1,7 @@
 //! `ContentLocationService`: content location for clients and the token signing keys.
 
 use clouddp_core::location::Tier;
+use clouddp_core::token::Confirmation;
 use clouddp_platform::access::PrincipalKind;
 use clouddp_platform::authorize::Caller;
 use clouddp_proto::convert::timestamp_from_ms as timestamp;
@@ -67,6 +68,11 @@ impl ContentLocationService for ContentLocationGrpc {
         request: Request<pb::LocateContentRequest>,
     ) -> Result<Response<pb::LocateContentResponse>, Status> {
         let caller = Caller::of(&request);
+        // The tokens are bound to the certificate the device called with (RFC 8705).
+        let certificate = caller.principal.as_ref().and_then(|_| {
+            let chain = request.peer_certs()?;
+            Some(Confirmation::of_certificate(chain.first()?))
+        });
         let request = request.into_inner();
         let network = pb::ClientNetwork::try_from(request.network)
             .map_err(|_| Status::invalid_argument("network: give INTRANET or INTERNET"))?;
@@ -81,6 +87,7 @@ impl ContentLocationService for ContentLocationGrpc {
                 deployment_id: request.deployment_id,
                 region_hint: request.region_hint,
                 latency_hints_ms: request.latency_hints_ms.into_iter().collect(),
+                certificate,
             })
             .await?;
         Ok(Response::new(pb::LocateContentResponse {
