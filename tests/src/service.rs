@@ -47,6 +47,8 @@ pub struct ServiceSpec {
     pub listening_is_ready: bool,
     /// The data directory, when not a fresh one of the test's.
     pub data_dir: Option<PathBuf>,
+    /// The soft limit on open files the process starts with, when not the test's own.
+    pub file_limit: Option<u64>,
 }
 
 impl ServiceSpec {
@@ -60,7 +62,14 @@ impl ServiceSpec {
             tls: false,
             listening_is_ready: false,
             data_dir: None,
+            file_limit: None,
         }
+    }
+
+    /// Starts the process with a soft limit of `limit` open files, as a default systemd or login limit gives.
+    pub fn file_limit(mut self, limit: u64) -> Self {
+        self.file_limit = Some(limit);
+        self
     }
 
     /// Adds flags.
@@ -163,7 +172,18 @@ impl ServiceProcess {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut command = Command::new(crate::bin(self.spec.kind.binary()));
+        let binary = crate::bin(self.spec.kind.binary());
+        let mut command = match self.spec.file_limit {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -S -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                shell
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("--listen")
             .arg(self.addr.to_string())

@@ -966,7 +966,15 @@ fn enroll(manager: &ServiceProcess, site: &Site, dir: &Path, token: &str, device
     let enrolled = agent(
         dir,
         manager,
-        &["enroll", "--token", token, "--device", device, "--ca-cert", &ca],
+        &[
+            "enroll",
+            "--token",
+            token,
+            "--device",
+            device,
+            "--ca-cert",
+            &ca,
+        ],
     );
     assert!(enrolled.status.success(), "{enrolled:?}");
 }
@@ -1029,48 +1037,65 @@ async fn access_tokens_are_bound_to_the_device_certificate_not_to_a_header() {
     let content = added.json().unwrap()["id"].as_str().unwrap().to_owned();
     let distributed = admin(&["content", "distribute", &content, "--dp", "hq", "--wait"]);
     assert_eq!(distributed.code, 0, "{distributed:?}");
-    let admin_channel = identity::channel(&manager.url(), &site.first_admin(), Some(&site.first_admin()))
-        .await
-        .unwrap();
+    let admin_channel = identity::channel(
+        &manager.url(),
+        &site.first_admin(),
+        Some(&site.first_admin()),
+    )
+    .await
+    .unwrap();
     // No boundary group holds the devices: the DP is a remote fallback.
     let deployment =
-        clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient::new(admin_channel)
-            .create_deployment(clouddp_proto::v1::CreateDeploymentRequest {
-                deployment: Some(clouddp_proto::v1::Deployment {
-                    content_id: content.clone(),
-                    allow_remote_fallback: true,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .id;
+        clouddp_proto::v1::client_policy_service_client::ClientPolicyServiceClient::new(
+            admin_channel,
+        )
+        .create_deployment(clouddp_proto::v1::CreateDeploymentRequest {
+            deployment: Some(clouddp_proto::v1::Deployment {
+                content_id: content.clone(),
+                allow_remote_fallback: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
 
     let token = registration_token(admin, "2");
     let devices = tempfile::tempdir().unwrap();
-    let (pc42, pc43) = (devices.path().join("pc-0042"), devices.path().join("pc-0043"));
+    let (pc42, pc43) = (
+        devices.path().join("pc-0042"),
+        devices.path().join("pc-0043"),
+    );
     enroll(&manager, &site, &pc42, &token, "pc-0042");
     enroll(&manager, &site, &pc43, &token, "pc-0043");
 
     // The enrolled agent downloads with its certificate and trusts the endpoint's with no flag.
     let out = devices.path().join("out");
-    let got = agent(&pc42, &manager, &["get", &deployment, "--to", out.to_str().unwrap()]);
+    let got = agent(
+        &pc42,
+        &manager,
+        &["get", &deployment, "--to", out.to_str().unwrap()],
+    );
     assert!(got.status.success(), "{got:?}");
     assert_eq!(std::fs::read(out.join("setup.bin")).unwrap(), payload);
 
     // The token pc-0042 was given works only on a connection that presents pc-0042's certificate.
-    let channel = identity::channel(&manager.url(), &pc42, Some(&pc42)).await.unwrap();
+    let channel = identity::channel(&manager.url(), &pc42, Some(&pc42))
+        .await
+        .unwrap();
     let answer =
-        clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient::new(channel)
-            .locate_content(clouddp_proto::v1::LocateContentRequest {
-                deployment_id: deployment.clone(),
-                ip_address: "10.0.0.1".to_owned(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient::new(
+            channel,
+        )
+        .locate_content(clouddp_proto::v1::LocateContentRequest {
+            deployment_id: deployment.clone(),
+            ip_address: "10.0.0.1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let location = &answer.locations[0];
     let fetch = |credential: Option<&Path>| {
         let http = device_http(&site, credential);
@@ -1080,13 +1105,25 @@ async fn access_tokens_are_bound_to_the_device_certificate_not_to_a_header() {
                 clouddp_e2e::content::ranged_get(&http, &url, &token, "pc-0042", "bytes=0-99")
                     .await
                     .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap_or_default())
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            )
         }
     };
     let (status, body) = fetch(None).await;
-    assert_eq!(status, 401, "no certificate, the device named in the header: {body}");
-    assert!(body.contains("not bound to the client certificate"), "{body}");
-    assert!(body.contains("connect with the device certificate"), "{body}");
+    assert_eq!(
+        status, 401,
+        "no certificate, the device named in the header: {body}"
+    );
+    assert!(
+        body.contains("not bound to the client certificate"),
+        "{body}"
+    );
+    assert!(
+        body.contains("connect with the device certificate"),
+        "{body}"
+    );
     let (status, body) = fetch(Some(&pc43)).await;
     assert_eq!(status, 401, "another device's certificate: {body}");
     let (status, body) = fetch(Some(&pc42)).await;

@@ -83,8 +83,9 @@ impl Identity {
     pub fn rustls_credential(&self) -> std::io::Result<RustlsCredential> {
         let chain = rustls_pemfile::certs(&mut std::fs::read(self.dir.join(CERT_FILE))?.as_slice())
             .collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pemfile::private_key(&mut std::fs::read(self.dir.join(KEY_FILE))?.as_slice())?
-            .ok_or_else(|| std::io::Error::other(format!("{KEY_FILE} holds no private key")))?;
+        let key =
+            rustls_pemfile::private_key(&mut std::fs::read(self.dir.join(KEY_FILE))?.as_slice())?
+                .ok_or_else(|| std::io::Error::other(format!("{KEY_FILE} holds no private key")))?;
         Ok((chain, key))
     }
 

@@ -826,13 +826,15 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
                 identity.dir.display()
             ))
         };
-        for certificate in rustls_pemfile::certs(&mut identity.ca_pem().map_err(unreadable)?.as_slice()) {
+        for certificate in
+            rustls_pemfile::certs(&mut identity.ca_pem().map_err(unreadable)?.as_slice())
+        {
             roots.push(certificate.map_err(unreadable)?);
         }
         client_auth = Some(identity.rustls_credential().map_err(unreadable)?);
     }
-    let tls = tls_config(roots, client_auth)
-        .map_err(|error| GetError::Local(format!("TLS: {error}")))?;
+    let tls =
+        tls_config(roots, client_auth).map_err(|error| GetError::Local(format!("TLS: {error}")))?;
     let clients = (0..config.parallel_downloads.max(1))
         .map(|_| http_client(&options.resolve, tls.clone()))
         .collect::<Result<Vec<_>, _>>()

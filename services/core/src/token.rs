@@ -354,7 +354,7 @@ mod tests {
             dp: "dp-1",
             cv: "cnt-1@1",
             certificate: None,
- named_client: Some("laptop-7"),
+            named_client: Some("laptop-7"),
         }
     }
 
@@ -384,7 +384,7 @@ mod tests {
                     dp: "dp-2",
                     cv: "cnt-1@1",
                     certificate: None,
- named_client: Some("laptop-7")
+                    named_client: Some("laptop-7")
                 }
             ),
             Err(TokenError::WrongScope("distribution point"))
@@ -398,7 +398,7 @@ mod tests {
                     dp: "dp-1",
                     cv: "cnt-1@2",
                     certificate: None,
- named_client: Some("laptop-7")
+                    named_client: Some("laptop-7")
                 }
             ),
             Err(TokenError::WrongScope("content"))
@@ -412,7 +412,7 @@ mod tests {
                     dp: "dp-1",
                     cv: "cnt-1@1",
                     certificate: None,
- named_client: Some("desktop-9")
+                    named_client: Some("desktop-9")
                 }
             ),
             Err(TokenError::WrongScope("client"))
@@ -647,7 +647,7 @@ mod tests {
                     dp: "dp-2",
                     cv: "cnt-1@1",
                     certificate: None,
- named_client: Some("laptop-7")
+                    named_client: Some("laptop-7")
                 }
             ),
             Err(TokenError::BadSignature)

@@ -97,6 +97,15 @@ pub struct ContentEndpointSettings {
     pub refresh_interval: std::time::Duration,
     /// Only these DPs (comma-separated ids or names); all when empty.
     pub distribution_points: String,
+    /// Connections open at once (idle keep-alive ones included); more wait in the listen queue. Lowered at start
+    /// to the open file limit less 1,024 kept for the rest of the process, so connections never starve gRPC.
+    pub max_connections: usize,
+    /// How long a new connection may take to finish its TLS handshake.
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub handshake_timeout: std::time::Duration,
+    /// How long a request's headers may take to arrive (HTTP/1.1), after which the connection is closed.
+    #[serde(with = "clouddp_platform::config::duration_text")]
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for ContentEndpointSettings {
@@ -110,6 +119,9 @@ impl Default for ContentEndpointSettings {
             usage_flush_interval: std::time::Duration::from_secs(60),
             refresh_interval: std::time::Duration::from_millis(200),
             distribution_points: String::new(),
+            max_connections: 16_384,
+            handshake_timeout: std::time::Duration::from_secs(10),
+            header_read_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -275,6 +287,17 @@ impl DmConfig {
         {
             return Err(clouddp_platform::ConfigError::Invalid(
                 "[content_endpoint] refresh_interval must be 10ms to 1s (a stop must take effect within 1s), usage_flush_interval at least 100ms"
+                    .to_owned(),
+            ));
+        }
+        let second = std::time::Duration::from_secs(1);
+        let minute = std::time::Duration::from_secs(60);
+        if endpoint.max_connections == 0
+            || !(second..=minute).contains(&endpoint.handshake_timeout)
+            || !(second..=minute).contains(&endpoint.header_read_timeout)
+        {
+            return Err(clouddp_platform::ConfigError::Invalid(
+                "[content_endpoint] max_connections must be at least 1, handshake_timeout and header_read_timeout 1s to 60s"
                     .to_owned(),
             ));
         }

@@ -151,8 +151,7 @@ fn default_certificate(
     }
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).map_err(internal)?;
-    let key =
-        rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
     certified(vec![generated.cert.der().to_vec()], &key)
 }
 
@@ -162,8 +161,9 @@ fn client_verifier(
     site_ca: &FsPath,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-    let pem = std::fs::read(site_ca)
-        .map_err(|error| anyhow::anyhow!("cannot read the site CA {}: {error}", site_ca.display()))?;
+    let pem = std::fs::read(site_ca).map_err(|error| {
+        anyhow::anyhow!("cannot read the site CA {}: {error}", site_ca.display())
+    })?;
     let mut roots = rustls::RootCertStore::empty();
     for certificate in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(certificate?)?;
@@ -384,6 +384,24 @@ impl ContentEndpoint {
         }
     }
 
+    /// The connections served at once: `max_connections`, lowered to leave 1,024 open files for the rest of the
+    /// process.
+    fn connection_cap(&self) -> usize {
+        let files = usize::try_from(clouddp_platform::cli::file_limit()).unwrap_or(usize::MAX);
+        let room = files.saturating_sub(1024).max(64);
+        if room < self.settings.max_connections {
+            tracing::warn!(
+                max_connections = self.settings.max_connections,
+                open_file_limit = files,
+                serving = room,
+                "the open file limit is too low for [content_endpoint] max_connections; raise LimitNOFILE"
+            );
+        }
+        let cap = self.settings.max_connections.min(room);
+        tracing::info!(max_connections = cap, "content endpoint connection cap");
+        cap
+    }
+
     /// Serves HTTPS on `listener` until `shutdown`; refreshes and flushes on their intervals meanwhile, under
     /// `supervisor`.
     pub async fn serve(
@@ -414,7 +432,17 @@ impl ContentEndpoint {
         });
 
         let connections = tokio_util::task::TaskTracker::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.connection_cap()));
+        let (handshake_timeout, header_read_timeout) = (
+            self.settings.handshake_timeout,
+            self.settings.header_read_timeout,
+        );
         loop {
+            // A connection past the cap waits in the listen queue until one ends.
+            let slot = tokio::select! {
+                () = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot?,
+            };
             let (tcp, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
@@ -433,15 +461,18 @@ impl ContentEndpoint {
             let router = router.clone();
             let shutdown = shutdown.clone();
             connections.spawn(async move {
+                let _slot = slot;
                 let stream =
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     };
                 let session = stream.get_ref().1;
                 let sni = session.server_name().map(str::to_ascii_lowercase);
@@ -464,9 +495,13 @@ impl ContentEndpoint {
                             .instrument(span)
                     },
                 );
-                let builder = hyper_util::server::conn::auto::Builder::new(
+                let mut builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 );
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_read_timeout);
                 let connection =
                     builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 tokio::pin!(connection);

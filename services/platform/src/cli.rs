@@ -73,6 +73,33 @@ pub trait ServiceConfig: serde::Serialize {
     fn check(&self) -> crate::config::ConfigResult<()>;
 }
 
+/// Raises the soft limit on open files to the hard limit (as the Go runtime does for every program) and returns
+/// it: every connection is a file, and a soft limit of 1,024 let a few hundred idle connections take the whole
+/// process down, gRPC included. Connection caps are set below it ([`file_limit`]).
+pub fn raise_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        // Linux refuses more than `fs.nr_open` (1,048,576 by default), so an unlimited hard limit asks for that.
+        Ok((soft, hard)) if soft < hard.min(1 << 20) => {
+            match setrlimit(Resource::RLIMIT_NOFILE, hard.min(1 << 20), hard) {
+                Ok(()) => hard.min(1 << 20),
+                Err(error) => {
+                    tracing::warn!(soft, hard, %error, "cannot raise the open file limit");
+                    soft
+                }
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
+/// The current soft limit on open files.
+pub fn file_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+}
+
 /// The whole `main` of a server binary: load the config (exit 64 with one line when it is bad), print it and
 /// exit for `--check-config`, else init tracing, bind the listener, and `run` until SIGTERM/SIGINT.
 pub fn server_main<C, Run, Fut>(
@@ -115,6 +142,8 @@ where
     };
     let outcome = runtime.block_on(async move {
         let _telemetry = crate::telemetry::init(binary, config.log(), &env)?;
+        let files = raise_file_limit();
+        tracing::info!(open_files = files, "open file limit");
         let _failpoints = crate::supervise::failpoints_from_env();
         let shutdown = crate::shutdown::on_signals()?;
         let listen = config.server().listen;
