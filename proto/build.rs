@@ -20,7 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut prost_config = tonic_prost_build::Config::new();
     prost_config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     prost_config.protoc_arg("--experimental_allow_proto3_optional");
+    // Every message knows its full name, by which the codec finds the limits of a request.
+    prost_config.enable_type_names();
     tonic_prost_build::configure()
+        .codec_path("crate::bounded::BoundedCodec")
         .file_descriptor_set_path(out_dir.join("clouddp_descriptor.bin"))
         .compile_with_config(prost_config, &proto_files, &[PathBuf::from(".")])?;
     Ok(())

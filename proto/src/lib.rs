@@ -2,6 +2,7 @@
 //! encoded file descriptor set that servers register for reflection.
 #![forbid(unsafe_code)]
 
+pub mod bounded;
 pub mod convert;
 
 /// Package `clouddp.v1`.

@@ -150,8 +150,9 @@ CASES = {
     "DistributionPointService.GetDistributionPoint": [
         ("no id", {}, INVALID),
         ("unknown", {"id": "nope"}, NOT_FOUND),
-        # Its message quotes the id: it is cut short enough for any client to read, so the code stays NOT_FOUND.
-        ("unknown 1 MiB id", {"id": "x" * (1 << 20)}, NOT_FOUND),
+        # Every string field of a request is at most 4,096 bytes: refused before any work.
+        ("1 MiB id", {"id": "x" * (1 << 20)}, INVALID),
+        ("unknown 4,096-byte id", {"id": "x" * 4096}, NOT_FOUND),
     ],
     "DistributionPointService.ListDistributionPoints": [
         ("unknown kind", {"kind": UNKNOWN_ENUM}, INVALID),

@@ -1138,6 +1138,8 @@ async fn a_content_endpoint_alone_serves_the_same_site() {
             &format!("127.0.0.1:{port}"),
         ])
         .args(["--data-dir", &text(site.manager.data_dir())])
+        // The site runs without authentication (its tokens name their device): the endpoint must be told.
+        .arg("--plaintext")
         .env(
             "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
             text(&endpoint_cert),

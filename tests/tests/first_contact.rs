@@ -453,5 +453,5 @@ async fn client_settings_take_the_documented_100000_devices_quickly() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
-    assert!(refused.message().contains("100000"), "{refused:?}");
+    assert!(refused.message().contains("100,000"), "{refused:?}");
 }

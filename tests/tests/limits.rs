@@ -220,3 +220,64 @@ async fn connections_past_the_cap_wait_until_one_ends() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn oversized_fields_are_refused_before_any_work_on_both_services() {
+    use clouddp_proto::v1 as pb;
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
+        .await
+        .unwrap();
+    let monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring).args(["--distribution-manager", &manager.url()]),
+    )
+    .await
+    .unwrap();
+    let megabyte = "a".repeat(1 << 20);
+    let mut dps = pb::distribution_point_service_client::DistributionPointServiceClient::new(
+        manager.channel(),
+    );
+    let refused = dps
+        .register_distribution_point(pb::RegisterDistributionPointRequest {
+            name: "big".to_owned(),
+            address: format!("https://{megabyte}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "address: 1,048,584 bytes, more than the 4,096 allowed"
+    );
+    let listed = dps
+        .list_distribution_points(pb::ListDistributionPointsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.distribution_points.is_empty(), "{listed:?}");
+
+    let refused = pb::monitoring_service_client::MonitoringServiceClient::new(monitoring.channel())
+        .acknowledge_alert(pb::AcknowledgeAlertRequest {
+            id: "any".to_owned(),
+            comment: megabyte.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().starts_with("comment: "), "{refused:?}");
+    assert!(refused.message().len() < 80, "{refused:?}");
+
+    let refused =
+        pb::distribution_point_group_service_client::DistributionPointGroupServiceClient::new(
+            manager.channel(),
+        )
+        .create_group(pb::CreateGroupRequest {
+            name: "g".to_owned(),
+            member_ids: vec!["dp".to_owned(); 1_001],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(refused.message(), "member_ids: more than 1,000 entries");
+}

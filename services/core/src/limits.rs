@@ -24,6 +24,14 @@ pub const MAX_HEARTBEAT_SECONDS: u32 = 300;
 pub const MAX_USAGE_DAYS: u32 = 35;
 /// Client settings priority (1 wins).
 pub const MAX_PRIORITY: u32 = 10_000;
+/// Bytes of any string field of a request whose comment names no other limit.
+pub const MAX_STRING_BYTES: usize = 4_096;
+/// Bytes of a PEM string field of a request (a certificate, a key, a certificate request).
+pub const MAX_PEM_BYTES: usize = 65_536;
+/// Bytes of any bytes field of a request (a .pfx file, publish settings, a restore chunk).
+pub const MAX_BYTES_FIELD: usize = 4 * 1024 * 1024;
+/// Entries of any list (or map) field of a request whose comment names no other limit.
+pub const MAX_LIST_ENTRIES: usize = 1_000;
 
 /// `100000` → `100,000`, as the comments write numbers.
 pub fn grouped(value: u64) -> String {
@@ -75,6 +83,16 @@ pub fn documented() -> Vec<(&'static str, String)> {
         (
             "client_policy.proto",
             format!("1 (wins) to {}", grouped(u64::from(MAX_PRIORITY))),
+        ),
+        (
+            "common.proto",
+            format!(
+                "a string field is at most {} bytes, a PEM field (`*_pem`) at most {} bytes, a bytes field at most {} MiB, and a list or map field at most {} entries",
+                grouped(MAX_STRING_BYTES as u64),
+                grouped(MAX_PEM_BYTES as u64),
+                MAX_BYTES_FIELD >> 20,
+                grouped(MAX_LIST_ENTRIES as u64)
+            ),
         ),
         ("monitoring.proto", format!("1 to {MAX_USAGE_DAYS}")),
         ("monitoring.proto", format!("1 to {MAX_HEARTBEAT_SECONDS}")),
