@@ -1129,3 +1129,120 @@ async fn access_tokens_are_bound_to_the_device_certificate_not_to_a_header() {
     let (status, body) = fetch(Some(&pc42)).await;
     assert_eq!(status, 206, "{body}");
 }
+
+#[tokio::test]
+async fn identities_survive_a_backup_and_restore_with_no_re_enrollment() {
+    let (manager, monitoring, site) = secure_site(&[]).await;
+    let admin = |args: &[&str]| admin_console(&manager, &monitoring, &site, args);
+    let token = registration_token(admin, "2");
+    let devices = tempfile::tempdir().unwrap();
+    let (pc42, pc66) = (
+        devices.path().join("pc-0042"),
+        devices.path().join("pc-0066"),
+    );
+    enroll(&manager, &site, &pc42, &token, "pc-0042");
+    enroll(&manager, &site, &pc66, &token, "pc-0066");
+    let blocked = admin(&["device", "block", "pc-0066", "--reason", "stolen"]);
+    assert_eq!(blocked.code, 0, "{blocked:?}");
+    let granted = admin(&[
+        "access",
+        "grant",
+        "admin/alice",
+        "application-administrator",
+    ]);
+    assert_eq!(granted.code, 0, "{granted:?}");
+    let backup = devices.path().join("site.backup");
+    let backed_up = admin(&["site", "backup", backup.to_str().unwrap()]);
+    assert_eq!(backed_up.code, 0, "{backed_up:?}");
+    // The CA key travels sealed, never in the clear.
+    let ca_key = std::fs::read_to_string(manager.data_dir().join("pki/ca.key")).unwrap();
+    let body: String = ca_key
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    let text = std::fs::read_to_string(&backup).unwrap();
+    assert!(
+        !text.contains(&body[..40]),
+        "the CA key is in the backup in the clear"
+    );
+
+    // A new machine with only the site key and the backup.
+    let key_copy = devices.path().join("site.key");
+    std::fs::copy(manager.data_dir().join("site.key"), &key_copy).unwrap();
+    let mut restored = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::DistributionManager)
+            .env("CLOUDDP_DM__SITE__KEY_FILE", key_copy.to_str().unwrap())
+            .tls(),
+    )
+    .await
+    .unwrap();
+    let restored_site = Site::of(&restored).unwrap();
+    let config = restored_site.admin_config().display().to_string();
+    let restore = |args: &[&str]| {
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        console::run(&restored.url(), console::NO_MONITORING, &all).unwrap()
+    };
+    let answer = restore(&["site", "restore", backup.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(answer.code, 0, "{answer:?}");
+    let summary = answer.json().unwrap();
+    assert_eq!(summary["devices"], 2, "{summary}");
+    assert_eq!(summary["restart_required"], true, "{summary}");
+    restored.restart().await.unwrap();
+
+    // The original device certificate works on the restored site, the blocked one stays blocked, and the
+    // re-issued first administrator's credential sees the restored bindings.
+    let locate = |dir: std::path::PathBuf, url: String| async move {
+        let channel = identity::channel(&url, &dir, Some(&dir)).await.unwrap();
+        clouddp_proto::v1::content_location_service_client::ContentLocationServiceClient::new(
+            channel,
+        )
+        .locate_content(clouddp_proto::v1::LocateContentRequest {
+            deployment_id: "dep-none".to_owned(),
+            ip_address: "10.0.0.1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+    };
+    assert_eq!(
+        locate(pc42.clone(), restored.url()).await.code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        locate(pc66.clone(), restored.url()).await.code(),
+        Code::PermissionDenied
+    );
+    let config = restored_site.admin_config().display().to_string();
+    let listed = console::run(
+        &restored.url(),
+        console::NO_MONITORING,
+        &["--config", &config, "access", "list", "-o", "json"],
+    )
+    .unwrap();
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.stdout.contains("admin/alice"), "{listed:?}");
+    let devices_listed = console::run(
+        &restored.url(),
+        console::NO_MONITORING,
+        &["--config", &config, "device", "list", "-o", "json"],
+    )
+    .unwrap();
+    assert!(
+        devices_listed.stdout.contains("pc-0042"),
+        "{devices_listed:?}"
+    );
+    // The original site's administrator credential is valid on the restored site too.
+    let original_admin = console::run(
+        &restored.url(),
+        console::NO_MONITORING,
+        &[
+            "--config",
+            site.admin_config().to_str().unwrap(),
+            "access",
+            "list",
+        ],
+    )
+    .unwrap();
+    assert_eq!(original_admin.code, 0, "{original_admin:?}");
+}

@@ -123,17 +123,27 @@ pub async fn run(
                 "content_versions": summary.content_versions,
                 "distributions": summary.distributions,
                 "certificates_required": summary.certificates_required,
+                "devices": summary.devices,
+                "restart_required": summary.restart_required,
             });
             match output {
                 OutputFormat::Json => print_json(&value),
                 OutputFormat::Table => {
                     out!(
-                        "restored {} distribution points, {} groups, {} content versions, {} distributions",
+                        "restored {} distribution points, {} groups, {} content versions, {} distributions, {} devices",
                         summary.distribution_points,
                         summary.groups,
                         summary.content_versions,
-                        summary.distributions
+                        summary.distributions,
+                        summary.devices
                     );
+                    if summary.restart_required {
+                        out!(
+                            "the backup's site CA is in the data dir: restart the distribution manager, then \
+                             monitoring, to serve with it (enrolled devices and issued credentials then work again; \
+                             the first administrator's credential is re-issued in the same place)"
+                        );
+                    }
                     if summary.certificates_required > 0 {
                         out!(
                             "{} cloud distribution points wait for their certificates: import them with \

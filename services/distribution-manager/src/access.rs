@@ -47,7 +47,8 @@ impl AccessStore {
         Ok(store)
     }
 
-    async fn refresh(&self) -> DmResult<()> {
+    /// Reads the bindings into the live set again (after a restore).
+    pub(crate) async fn refresh(&self) -> DmResult<()> {
         let bindings = self.list(None).await?;
         self.live.replace(
             bindings

@@ -107,7 +107,8 @@ impl Devices {
         Ok(devices)
     }
 
-    async fn refresh_blocked(&self) -> DmResult<()> {
+    /// Reads the blocked devices into the live set again (after a restore).
+    pub(crate) async fn refresh_blocked(&self) -> DmResult<()> {
         let blocked: Vec<String> = sqlx::query_scalar("SELECT id FROM devices WHERE blocked = 1")
             .fetch_all(&self.pool)
             .await?;

@@ -280,9 +280,15 @@ pub async fn run(
                 .send_compressed(CompressionEncoding::Gzip),
         )
         .add_service(
-            SiteServiceServer::new(grpc::SiteGrpc::new(site::Site::new(manager.clone())))
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip),
+            SiteServiceServer::new(grpc::SiteGrpc::new(
+                site::Site::new(
+                    manager.clone(),
+                    access::SiteCredentials::in_data_dir(&config.storage.data_dir).ca_dir,
+                )
+                .with_identities(access_store.clone(), devices.clone()),
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip),
         )
         .add_service(
             AccessServiceServer::new(grpc::AccessGrpc::new(access_store))

@@ -20,7 +20,9 @@ use crate::error::{DmError, DmResult};
 /// The backup format's name, on its first line.
 pub const FORMAT: &str = "clouddp-site-backup";
 /// The backup format's version.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
+/// The oldest backup format version a restore reads (version 1 carried no identities).
+pub const OLDEST_VERSION: u64 = 1;
 /// The size of the chunks a backup is sent in.
 pub const BACKUP_CHUNK: usize = 64 * 1024;
 /// The largest backup a restore accepts (configuration only; content stays in the DPs' stores).
@@ -40,7 +42,13 @@ const TABLES: &[&str] = &[
     "client_settings_assignments",
     "boundary_groups",
     "deployments",
+    "role_bindings",
+    "enrollment_tokens",
+    "devices",
 ];
+
+/// The sealing context of the site CA's key in a backup.
+const CA_KEY_CONTEXT: &str = "site-ca-key";
 
 /// Columns left out of a backup: the links to certificates, which are not backed up.
 const LEFT_OUT: &[(&str, &str)] = &[
@@ -61,6 +69,10 @@ pub struct RestoreSummary {
     pub distributions: u32,
     /// Cloud DPs waiting for their certificates.
     pub certificates_required: u32,
+    /// Enrolled devices.
+    pub devices: u32,
+    /// Another site CA was put in place: a restart serves with it.
+    pub restart_required: bool,
 }
 
 /// The site's identity.
@@ -78,6 +90,10 @@ pub struct SiteInfo {
 #[derive(Debug, Clone)]
 pub struct Site {
     manager: Arc<DistributionManager>,
+    /// The site CA's folder (`ca.pem`, `ca.key`).
+    ca_dir: std::path::PathBuf,
+    /// The live role bindings and blocked devices, read again after a restore.
+    identities: Option<(crate::access::AccessStore, crate::devices::Devices)>,
 }
 
 struct Column {
@@ -108,9 +124,72 @@ fn damaged(message: impl std::fmt::Display) -> DmError {
 }
 
 impl Site {
-    /// The site of `manager`.
-    pub fn new(manager: Arc<DistributionManager>) -> Self {
-        Self { manager }
+    /// The site of `manager`, whose CA is in `ca_dir`.
+    pub fn new(manager: Arc<DistributionManager>, ca_dir: std::path::PathBuf) -> Self {
+        Self {
+            manager,
+            ca_dir,
+            identities: None,
+        }
+    }
+
+    /// The site whose restores refresh `access` and `devices`.
+    pub fn with_identities(
+        mut self,
+        access: crate::access::AccessStore,
+        devices: crate::devices::Devices,
+    ) -> Self {
+        self.identities = Some((access, devices));
+        self
+    }
+
+    /// The backup line of the site CA: its certificate and its key sealed by the site key; none on a site that
+    /// has no CA (run without authentication).
+    fn ca_record(&self) -> DmResult<Option<Value>> {
+        let key_path = self.ca_dir.join("ca.key");
+        if !key_path.exists() {
+            return Ok(None);
+        }
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| {
+                DmError::Internal(format!("cannot read {}: {error}", path.display()))
+            })
+        };
+        let sealed = self
+            .manager
+            .site_key()
+            .wrap(&read(&key_path)?, CA_KEY_CONTEXT)?;
+        let certificate = String::from_utf8_lossy(&read(&self.ca_dir.join("ca.pem"))?).into_owned();
+        Ok(Some(
+            json!({ "pki": { "ca_pem": certificate, "ca_key_sealed": hex::encode(sealed) } }),
+        ))
+    }
+
+    /// Puts the CA of a backup's `record` in the data dir; true when it differs from the one there.
+    fn restore_ca(&self, record: &Value) -> DmResult<bool> {
+        let certificate = record["ca_pem"]
+            .as_str()
+            .ok_or_else(|| damaged("the site CA has no certificate"))?;
+        let sealed =
+            hex::decode(record["ca_key_sealed"].as_str().unwrap_or_default()).map_err(damaged)?;
+        let key = self.manager.site_key().unwrap(&sealed, CA_KEY_CONTEXT)?;
+        let current = std::fs::read_to_string(self.ca_dir.join("ca.pem")).unwrap_or_default();
+        if current == certificate {
+            return Ok(false);
+        }
+        let failed = |error: clouddp_platform::pki::PkiError| {
+            DmError::Internal(format!("cannot put the site CA in place: {error}"))
+        };
+        clouddp_platform::pki::write_file(&self.ca_dir.join("ca.key"), &key, 0o600)
+            .map_err(failed)?;
+        clouddp_platform::pki::write_file(
+            &self.ca_dir.join("ca.pem"),
+            certificate.as_bytes(),
+            0o644,
+        )
+        .map_err(failed)?;
+        tracing::warn!(dir = %self.ca_dir.display(), "the backup's site CA is in place: restart the distribution manager, then monitoring, to serve with it");
+        Ok(true)
     }
 
     fn pool(&self) -> &SqlitePool {
@@ -161,6 +240,9 @@ impl Site {
             "manager_version": env!("CARGO_PKG_VERSION"),
         });
         pending.extend(line(header, &mut hasher));
+        if let Some(record) = self.ca_record()? {
+            pending.extend(line(record, &mut hasher));
+        }
         for table in TABLES {
             let columns = columns(self.pool(), table).await?;
             let names: Vec<&str> = columns.iter().map(|column| column.name.as_str()).collect();
@@ -217,12 +299,15 @@ impl Site {
         if header["format"] != FORMAT {
             return Err(damaged("it is not a clouddp site backup"));
         }
-        if header["version"].as_u64() != Some(VERSION) {
+        if !header["version"]
+            .as_u64()
+            .is_some_and(|version| (OLDEST_VERSION..=VERSION).contains(&version))
+        {
             return Err(DmError::InvalidArgument(
                 clouddp_core::ValidationError::new(
                     "backup",
                     format!(
-                        "backup format version {} is not supported by this version (it reads {VERSION})",
+                        "backup format version {} is not supported by this version (it reads {OLDEST_VERSION} to {VERSION})",
                         header["version"]
                     ),
                 ),
@@ -243,8 +328,13 @@ impl Site {
         let mut transaction = clouddp_platform::db::write_transaction(self.pool()).await?;
         let mut current: Option<(String, Vec<String>, Vec<bool>)> = None;
         let mut summary = RestoreSummary::default();
+        let mut ca = None;
         for line in &lines[1..] {
             let record: Value = serde_json::from_slice(line).map_err(damaged)?;
+            if record.get("pki").is_some() {
+                ca = Some(record["pki"].clone());
+                continue;
+            }
             if let Some(table) = record["table"].as_str() {
                 if !TABLES.contains(&table) {
                     return Err(damaged(format!("unknown table {table:?}")));
@@ -327,6 +417,7 @@ impl Site {
                 "dp_groups" => summary.groups += 1,
                 "content_versions" => summary.content_versions += 1,
                 "distributions" => summary.distributions += 1,
+                "devices" => summary.devices += 1,
                 _ => {}
             }
         }
@@ -370,7 +461,20 @@ impl Site {
         if let Some((id, wrapped)) = probe {
             self.manager.site_key().unwrap(&wrapped, &id)?;
         }
+        // The CA's key must open with this site key too, before anything is committed.
+        if let Some(record) = &ca {
+            let sealed = hex::decode(record["ca_key_sealed"].as_str().unwrap_or_default())
+                .map_err(damaged)?;
+            self.manager.site_key().unwrap(&sealed, CA_KEY_CONTEXT)?;
+        }
         transaction.commit().await?;
+        if let Some(record) = &ca {
+            summary.restart_required = self.restore_ca(record)?;
+        }
+        if let Some((access, devices)) = &self.identities {
+            access.refresh().await?;
+            devices.refresh_blocked().await?;
+        }
         self.manager.announce_all().await?;
         tracing::info!(
             distribution_points = summary.distribution_points,
@@ -382,17 +486,18 @@ impl Site {
     }
 
     async fn ensure_empty(&self) -> DmResult<()> {
-        let (dps, content, groups, settings): (i64, i64, i64, i64) = sqlx::query_as(
+        let (dps, content, groups, settings, devices): (i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM distribution_points), (SELECT COUNT(*) FROM content_versions), \
-             (SELECT COUNT(*) FROM dp_groups), (SELECT COUNT(*) FROM client_settings WHERE id <> 'default')",
+             (SELECT COUNT(*) FROM dp_groups), (SELECT COUNT(*) FROM client_settings WHERE id <> 'default'), \
+             (SELECT COUNT(*) FROM devices)",
         )
         .fetch_one(self.pool())
         .await?;
-        if dps + content + groups + settings > 0 {
+        if dps + content + groups + settings + devices > 0 {
             return Err(DmError::Precondition(format!(
                 "a restore needs an empty site, and this one has {dps} distribution points, {content} content \
-                 versions, {groups} groups and {settings} custom client settings; start the distribution manager \
-                 on an empty data directory with the same site key; nothing was changed"
+                 versions, {groups} groups, {settings} custom client settings and {devices} enrolled devices; start \
+                 the distribution manager on an empty data directory with the same site key; nothing was changed"
             )));
         }
         Ok(())

@@ -238,7 +238,8 @@ impl SiteCa {
         Ok((certificate.pem(), expire_ms))
     }
 
-    /// Writes a credential folder for `principal` into `dir` unless one is there already; true when written.
+    /// Writes a credential folder for `principal` into `dir` unless one issued by this CA is there already (a
+    /// site restored with its backed-up CA re-issues its own credentials); true when written.
     pub fn ensure_credential(
         &self,
         dir: &Path,
@@ -246,7 +247,9 @@ impl SiteCa {
         dns: &[&str],
         ips: &[IpAddr],
     ) -> PkiResult<bool> {
-        if dir.join(KEY_FILE).exists() && dir.join(CERT_FILE).exists() {
+        let issued_here =
+            std::fs::read_to_string(dir.join(CA_FILE)).is_ok_and(|ca| ca == self.certificate_pem);
+        if issued_here && dir.join(KEY_FILE).exists() && dir.join(CERT_FILE).exists() {
             return Ok(false);
         }
         let (certificate, key) = self.issue(Some(principal), dns, ips)?;

@@ -91,6 +91,8 @@ impl SiteService for SiteGrpc {
             content_versions: summary.content_versions,
             distributions: summary.distributions,
             certificates_required: summary.certificates_required,
+            devices: summary.devices,
+            restart_required: summary.restart_required,
         }))
     }
 }
