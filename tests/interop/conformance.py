@@ -250,6 +250,20 @@ CASES = {
         ("bad principal", {"principal": "admin/a b", "role": "read-only-analyst"}, INVALID),
         ("role not held", {"principal": "admin/nobody", "role": "read-only-analyst"}, NOT_FOUND),
     ],
+    "AccessService.IssueAdminCredential": [
+        ("a device as principal", {"principal": "device/pc-1", "certificate_request_pem": "x"}, INVALID),
+        ("no principal", {"certificate_request_pem": "x"}, INVALID),
+        # This server runs without the site CA: nothing can be signed.
+        ("plaintext server", {"principal": "admin/a", "certificate_request_pem": "x"}, "FAILED_PRECONDITION"),
+    ],
+    "AccessService.ListAdminCredentials": [
+        ("bad principal", {"principal": "admin/a b"}, INVALID),
+    ],
+    "AccessService.RevokeAdminCredential": [
+        ("unknown serial", {"serial": "0a:1b"}, NOT_FOUND),
+        ("no serial", {}, INVALID),
+        ("not hex", {"serial": "serial-1"}, INVALID),
+    ],
 }
 
 # A server stream with no input but its flag: nothing in it can be wrong.

@@ -1246,3 +1246,101 @@ async fn identities_survive_a_backup_and_restore_with_no_re_enrollment() {
     .unwrap();
     assert_eq!(original_admin.code, 0, "{original_admin:?}");
 }
+
+#[tokio::test]
+async fn an_issued_administrator_credential_can_be_revoked_and_is_refused_within_a_second() {
+    let (manager, monitoring, site) = secure_site(&[]).await;
+    let admin = |args: &[&str]| admin_console(&manager, &monitoring, &site, args);
+    let folders = tempfile::tempdir().unwrap();
+    let alice = folders.path().join("alice");
+    let issued = admin(&[
+        "access",
+        "credential",
+        "issue",
+        "admin/alice",
+        "--out",
+        alice.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(issued.code, 0, "{issued:?}");
+    let serial = issued.json().unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    use std::os::unix::fs::PermissionsExt as _;
+    for (file, mode) in [("key.pem", 0o600), ("clouddp.toml", 0o600)] {
+        let actual = std::fs::metadata(alice.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(actual, mode, "{file}");
+    }
+    let granted = admin(&["access", "grant", "admin/alice", "full-administrator"]);
+    assert_eq!(granted.code, 0, "{granted:?}");
+    // alice works with her folder alone, on both services.
+    let config = alice.join("clouddp.toml").display().to_string();
+    let as_alice = |args: &[&str]| {
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        console::run(&manager.url(), &monitoring.url(), &all).unwrap()
+    };
+    assert_eq!(as_alice(&["access", "list"]).code, 0);
+    let until_monitoring = Instant::now() + Duration::from_secs(3);
+    while as_alice(&["alerts", "list"]).code != 0 {
+        assert!(
+            Instant::now() < until_monitoring,
+            "monitoring never took alice's role"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = admin(&["access", "credential", "list", "-o", "json"]);
+    let credentials = listed.json().unwrap()["credentials"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(credentials.len(), 2, "{credentials:?}");
+    let first = credentials
+        .iter()
+        .find(|credential| credential["principal"] == "admin/admin")
+        .unwrap();
+    assert_eq!(first["issued_by"], "site");
+
+    // Revoked: both services refuse it within a second.
+    let revoked = admin(&["access", "credential", "revoke", &serial.to_uppercase()]);
+    assert_eq!(revoked.code, 0, "{revoked:?}");
+    let since = Instant::now();
+    let refused = as_alice(&["access", "list"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("was revoked"), "{refused:?}");
+    loop {
+        let answer = as_alice(&["alerts", "list"]);
+        if answer.code != 0 && answer.stderr.contains("was revoked") {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "monitoring still serves the revoked credential: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "monitoring refused the revoked credential {:?} after the revocation",
+        since.elapsed()
+    );
+    // The first administrator's credential is now the last one of a Full Administrator: it stays.
+    let last = admin(&[
+        "access",
+        "credential",
+        "revoke",
+        first["serial"].as_str().unwrap(),
+    ]);
+    assert_eq!(last.code, 1, "{last:?}");
+    assert!(
+        last.stderr.contains("last one of a Full Administrator"),
+        "{last:?}"
+    );
+    let audit = admin(&["audit", "list", "-o", "json"]);
+    assert!(audit.stdout.contains("RevokeAdminCredential"), "{audit:?}");
+}

@@ -353,7 +353,7 @@ async fn record_certificate(
     Ok(())
 }
 
-fn check_request(csr_pem: &str) -> DmResult<()> {
+pub(crate) fn check_request(csr_pem: &str) -> DmResult<()> {
     if csr_pem.len() > MAX_REQUEST_BYTES {
         return Err(clouddp_core::ValidationError::new(
             "certificate_request_pem",

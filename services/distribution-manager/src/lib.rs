@@ -7,6 +7,7 @@ pub mod access;
 pub mod certs;
 pub mod config;
 pub mod content;
+pub mod credentials;
 pub mod devices;
 pub mod distribution;
 pub mod dp;
@@ -181,7 +182,19 @@ pub async fn run(
         bindings.clone(),
     )
     .await?;
-    let devices = devices::Devices::open(pool.clone(), bindings, site_ca).await?;
+    let devices = devices::Devices::open(pool.clone(), bindings.clone(), site_ca.clone()).await?;
+    let credentials =
+        credentials::Credentials::open(pool.clone(), bindings, site_ca.clone()).await?;
+    if site_ca.is_some() {
+        let first = access::SiteCredentials::in_data_dir(&config.storage.data_dir)
+            .admin_dir
+            .join(clouddp_platform::pki::CERT_FILE);
+        if let Ok(certificate) = std::fs::read_to_string(&first) {
+            credentials
+                .record_first(&certificate, access::FIRST_ADMIN)
+                .await?;
+        }
+    }
     let mut content_endpoint_task = None;
     let mut public_port = config.content_endpoint.public_port;
     if config.content_endpoint.enabled {
@@ -285,13 +298,17 @@ pub async fn run(
                     manager.clone(),
                     access::SiteCredentials::in_data_dir(&config.storage.data_dir).ca_dir,
                 )
-                .with_identities(access_store.clone(), devices.clone()),
+                .with_identities(
+                    access_store.clone(),
+                    devices.clone(),
+                    credentials.clone(),
+                ),
             ))
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip),
         )
         .add_service(
-            AccessServiceServer::new(grpc::AccessGrpc::new(access_store))
+            AccessServiceServer::new(grpc::AccessGrpc::new(access_store, credentials))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip),
         )

@@ -43,6 +43,7 @@ const TABLES: &[&str] = &[
     "boundary_groups",
     "deployments",
     "role_bindings",
+    "admin_credentials",
     "enrollment_tokens",
     "devices",
 ];
@@ -93,7 +94,11 @@ pub struct Site {
     /// The site CA's folder (`ca.pem`, `ca.key`).
     ca_dir: std::path::PathBuf,
     /// The live role bindings and blocked devices, read again after a restore.
-    identities: Option<(crate::access::AccessStore, crate::devices::Devices)>,
+    identities: Option<(
+        crate::access::AccessStore,
+        crate::devices::Devices,
+        crate::credentials::Credentials,
+    )>,
 }
 
 struct Column {
@@ -133,13 +138,14 @@ impl Site {
         }
     }
 
-    /// The site whose restores refresh `access` and `devices`.
+    /// The site whose restores refresh `access`, `devices` and `credentials`.
     pub fn with_identities(
         mut self,
         access: crate::access::AccessStore,
         devices: crate::devices::Devices,
+        credentials: crate::credentials::Credentials,
     ) -> Self {
-        self.identities = Some((access, devices));
+        self.identities = Some((access, devices, credentials));
         self
     }
 
@@ -471,9 +477,10 @@ impl Site {
         if let Some(record) = &ca {
             summary.restart_required = self.restore_ca(record)?;
         }
-        if let Some((access, devices)) = &self.identities {
+        if let Some((access, devices, credentials)) = &self.identities {
             access.refresh().await?;
             devices.refresh_blocked().await?;
+            credentials.refresh_revoked().await?;
         }
         self.manager.announce_all().await?;
         tracing::info!(

@@ -1,6 +1,6 @@
 //! Monitoring's side of access control: its service credential (written by the distribution manager's first
-//! start), and the administrators' role bindings, read from the distribution manager every second so that a
-//! revoked role is refused here within a second too.
+//! start), and the administrators' role bindings and revoked credentials, read from the distribution manager
+//! every half second so that a revoked role or credential is refused here within a second too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use clouddp_platform::access::Role;
 use clouddp_platform::authorize::RoleBindings;
 use clouddp_platform::supervise::Heartbeat;
-use clouddp_proto::v1::ListRoleBindingsRequest;
 use clouddp_proto::v1::access_service_client::AccessServiceClient;
+use clouddp_proto::v1::{ListAdminCredentialsRequest, ListRoleBindingsRequest};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -46,6 +46,26 @@ pub async fn follow_bindings(
             let name = binding.principal.strip_prefix("admin/")?.to_owned();
             Some((name, Role::parse(&binding.role)?))
         }));
+        let revoked = client
+            .list_admin_credentials(ListAdminCredentialsRequest {
+                revoked_only: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "cannot read the revoked credentials from the distribution manager ({:?}): {}",
+                    status.code(),
+                    status.message()
+                )
+            })?
+            .into_inner();
+        bindings.replace_revoked(
+            revoked
+                .credentials
+                .into_iter()
+                .map(|credential| credential.serial),
+        );
         heartbeat.ok();
     }
 }

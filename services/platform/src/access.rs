@@ -506,6 +506,18 @@ pub const RPC_PERMISSIONS: &[(&str, Permission)] = {
         ("/clouddp.v1.AccessService/ListRoleBindings", P::AccessRead),
         ("/clouddp.v1.AccessService/GrantRole", P::AccessWrite),
         ("/clouddp.v1.AccessService/RevokeRole", P::AccessWrite),
+        (
+            "/clouddp.v1.AccessService/IssueAdminCredential",
+            P::AccessWrite,
+        ),
+        (
+            "/clouddp.v1.AccessService/ListAdminCredentials",
+            P::AccessRead,
+        ),
+        (
+            "/clouddp.v1.AccessService/RevokeAdminCredential",
+            P::AccessWrite,
+        ),
         // devices
         (
             "/clouddp.v1.DeviceService/CreateEnrollmentToken",

@@ -56,6 +56,7 @@ impl Caller {
 pub struct RoleBindings {
     granted: RwLock<BTreeMap<String, BTreeSet<Role>>>,
     blocked_devices: RwLock<BTreeSet<String>>,
+    revoked_serials: RwLock<BTreeSet<String>>,
 }
 
 impl RoleBindings {
@@ -65,6 +66,22 @@ impl RoleBindings {
             .blocked_devices
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = devices.into_iter().collect();
+    }
+
+    /// Replaces the set of revoked credentials (certificate serials, lower-case hex).
+    pub fn replace_revoked(&self, serials: impl IntoIterator<Item = String>) {
+        *self
+            .revoked_serials
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = serials.into_iter().collect();
+    }
+
+    /// Whether the credential with `serial` is revoked.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked_serials
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(serial)
     }
 
     /// Whether the device `id` is blocked.
@@ -150,12 +167,21 @@ impl Authorizer {
                 self.trust_domain
             ))));
         };
-        let principal = principal_of(leaf, &self.trust_domain).ok_or_else(|| {
+        let (principal, serial) = identify(leaf, &self.trust_domain).ok_or_else(|| {
             Refusal::anonymous(Status::unauthenticated(format!(
                 "the client certificate names no principal of this site: it needs a URI SAN spiffe://{}/<admin|device|service>/<name>",
                 self.trust_domain
             )))
         })?;
+        if self.bindings.is_revoked(&serial) {
+            return Err(Refusal {
+                status: Status::unauthenticated(format!(
+                    "the credential of {principal} with serial {serial} was revoked; ask a Full Administrator for a new one"
+                )),
+                principal: Some(principal),
+                roles: Vec::new(),
+            });
+        }
         if principal.kind == PrincipalKind::Device && self.bindings.is_blocked(&principal.name) {
             return Err(Refusal {
                 status: Status::permission_denied(format!(
@@ -243,10 +269,22 @@ fn short(path: &str) -> String {
 
 /// The principal the URI SANs of a certificate (DER) name in `trust_domain`.
 pub fn principal_of(leaf: &[u8], trust_domain: &str) -> Option<Principal> {
+    identify(leaf, trust_domain).map(|(principal, _)| principal)
+}
+
+/// The principal a certificate (DER) names in `trust_domain`, and its serial (lower-case hex).
+pub fn identify(leaf: &[u8], trust_domain: &str) -> Option<(Principal, String)> {
     let (_, certificate) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    uri_names(&certificate)
+    let principal = uri_names(&certificate)
         .into_iter()
-        .find_map(|uri| Principal::from_spiffe_id(uri, trust_domain))
+        .find_map(|uri| Principal::from_spiffe_id(uri, trust_domain))?;
+    Some((principal, serial_hex(certificate.raw_serial())))
+}
+
+/// A serial number as the site writes it: lower-case hex without leading zero bytes or colons.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let start = raw.iter().position(|byte| *byte != 0).unwrap_or(raw.len());
+    hex::encode(&raw[start..])
 }
 
 /// The URI SANs of `certificate`.

@@ -260,6 +260,18 @@ impl SiteCa {
     }
 }
 
+/// The serial (lower-case hex, as [`crate::authorize::serial_hex`] writes it) of the first certificate in
+/// `certificate_pem`.
+pub fn serial_of(certificate_pem: &str) -> PkiResult<String> {
+    let der = rustls_pemfile::certs(&mut certificate_pem.as_bytes())
+        .next()
+        .ok_or_else(|| PkiError::Certificate("no certificate in the PEM text".to_owned()))?
+        .map_err(|error| PkiError::Certificate(error.to_string()))?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|error| PkiError::Certificate(error.to_string()))?;
+    Ok(crate::authorize::serial_hex(certificate.raw_serial()))
+}
+
 /// The names a loopback listener's certificate carries.
 pub const LOCAL_NAMES: &[&str] = &["localhost"];
 

@@ -8,17 +8,36 @@ use clouddp_proto::v1::access_service_server::AccessService;
 use tonic::{Request, Response, Status};
 
 use crate::access::{AccessStore, Binding, admin_name};
+use crate::credentials::{Credentials, IssuedCredential};
 
-/// The gRPC adapter of role bindings.
+/// The gRPC adapter of role bindings and administrator credentials.
 #[derive(Debug, Clone)]
 pub struct AccessGrpc {
     store: AccessStore,
+    credentials: Credentials,
 }
 
 impl AccessGrpc {
-    /// An adapter over `store`.
-    pub fn new(store: AccessStore) -> Self {
-        Self { store }
+    /// An adapter over `store` and `credentials`.
+    pub fn new(store: AccessStore, credentials: Credentials) -> Self {
+        Self { store, credentials }
+    }
+}
+
+fn credential_to_pb(credential: IssuedCredential) -> pb::AdminCredential {
+    pb::AdminCredential {
+        serial: credential.serial,
+        principal: format!("admin/{}", credential.admin_name),
+        certificate_pem: String::new(),
+        ca_certificate_pem: String::new(),
+        issue_time: Some(timestamp_from_ms(credential.issue_time_ms)),
+        expire_time: Some(timestamp_from_ms(credential.expire_ms)),
+        issued_by: credential.issued_by,
+        revoked: credential.revoked,
+        revoke_time: credential
+            .revoked
+            .then(|| timestamp_from_ms(credential.revoke_time_ms)),
+        revoked_by: credential.revoked_by,
     }
 }
 
@@ -87,5 +106,58 @@ impl AccessService for AccessGrpc {
         self.store.revoke(&name, role).await?;
         tracing::info!(principal = %format!("admin/{name}"), role = role.name(), by = %caller, "role revoked");
         Ok(Response::new(pb::RevokeRoleResponse {}))
+    }
+
+    async fn issue_admin_credential(
+        &self,
+        request: Request<pb::IssueAdminCredentialRequest>,
+    ) -> Result<Response<pb::AdminCredential>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().principal);
+        let caller = Caller::of(&request).describe();
+        let request = request.into_inner();
+        let name = admin_name(&request.principal)?;
+        let issued = self
+            .credentials
+            .issue(&name, &request.certificate_request_pem, &caller)
+            .await?;
+        tracing::info!(principal = %format!("admin/{name}"), serial = %issued.record.serial, by = %caller, "administrator credential issued");
+        Ok(Response::new(pb::AdminCredential {
+            certificate_pem: issued.certificate_pem,
+            ca_certificate_pem: issued.ca_pem,
+            ..credential_to_pb(issued.record)
+        }))
+    }
+
+    async fn list_admin_credentials(
+        &self,
+        request: Request<pb::ListAdminCredentialsRequest>,
+    ) -> Result<Response<pb::ListAdminCredentialsResponse>, Status> {
+        let request = request.into_inner();
+        let name = if request.principal.trim().is_empty() {
+            None
+        } else {
+            Some(admin_name(&request.principal)?)
+        };
+        let credentials = self
+            .credentials
+            .list(name.as_deref(), request.revoked_only)
+            .await?;
+        Ok(Response::new(pb::ListAdminCredentialsResponse {
+            credentials: credentials.into_iter().map(credential_to_pb).collect(),
+        }))
+    }
+
+    async fn revoke_admin_credential(
+        &self,
+        request: Request<pb::RevokeAdminCredentialRequest>,
+    ) -> Result<Response<pb::AdminCredential>, Status> {
+        clouddp_platform::audit::target(&request, &request.get_ref().serial);
+        let caller = Caller::of(&request).describe();
+        let revoked = self
+            .credentials
+            .revoke(&request.into_inner().serial, &caller)
+            .await?;
+        tracing::info!(principal = %format!("admin/{}", revoked.admin_name), serial = %revoked.serial, by = %caller, "administrator credential revoked");
+        Ok(Response::new(credential_to_pb(revoked)))
     }
 }
