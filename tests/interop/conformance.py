@@ -177,6 +177,17 @@ CASES = {
                                                          ("unknown", {"id": "nope"}, NOT_FOUND)],
     "DistributionPointService.WatchDistributionPoints": [],
     "DistributionPointService.GetStoreAccess": [("no id", {}, INVALID), ("unknown", {"id": "nope"}, NOT_FOUND)],
+    "DistributionPointService.ListStoreObjects": [
+        ("outside usage/ and content/", {"id": "nope", "prefix": "/etc"}, INVALID),
+        ("climbing out", {"id": "nope", "prefix": "usage/../x"}, INVALID),
+        ("no id", {"prefix": "usage/"}, INVALID),
+        ("unknown", {"id": "nope", "prefix": "usage/"}, NOT_FOUND),
+    ],
+    "DistributionPointService.ReadStoreObject": [
+        ("not a usage log", {"id": "nope", "path": "content/a"}, INVALID),
+        ("no id", {"path": "usage/a"}, INVALID),
+        ("unknown", {"id": "nope", "path": "usage/a"}, NOT_FOUND),
+    ],
     "DistributionPointGroupService.CreateGroup": [
         ("no name", {}, INVALID),
         ("oversize name", {"name": LONG}, INVALID),

@@ -739,3 +739,168 @@ async fn the_alerts_of_a_deleted_dp_are_resolved() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_dp_installed_with_a_sas_is_read_through_the_manager_and_its_sas_never_handed_on() {
+    use clouddp_platform::store::{
+        AzureCredential, AzureStore, AzureStoreConfig, BlobStore as _, container_sas, emulator_key,
+    };
+    let azurite = Azurite::start().await.unwrap();
+    let manager = ServiceProcess::start(ServiceSpec::new(ServiceKind::DistributionManager))
+        .await
+        .unwrap();
+    let monitoring = ServiceProcess::start(
+        ServiceSpec::new(ServiceKind::Monitoring)
+            .args(["--distribution-manager", &manager.url()])
+            .env("CLOUDDP_MON__PULL__INTERVAL", "1s"),
+    )
+    .await
+    .unwrap();
+    // The storage admin made the container and gave the installer a read-write-delete SAS for it.
+    AzureStore::new(AzureStoreConfig {
+        account: clouddp_e2e::azurite::ACCOUNT.to_owned(),
+        container: "sas-cdp".to_owned(),
+        endpoint: azurite.blob_endpoint(),
+        credential: AzureCredential::Emulator,
+    })
+    .unwrap()
+    .ensure_container()
+    .await
+    .unwrap();
+    let sas = container_sas(
+        clouddp_e2e::azurite::ACCOUNT,
+        "sas-cdp",
+        emulator_key(),
+        "racwdl",
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let management = self_signed("clouddp management", Validity::Current).unwrap();
+    let management_pfx = management
+        .write_pfx(work.path(), "management", "pw", true)
+        .unwrap();
+    let service = self_signed("sas-cdp.contoso.test", Validity::Current).unwrap();
+    let (service_crt, service_key) = service.write_pem(work.path(), "service").unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "dp",
+            "install",
+            "--service-name",
+            "sas-cdp",
+            "--subscription",
+            console::TEST_SUBSCRIPTION,
+            "--region",
+            "westeurope",
+            "--account",
+            clouddp_e2e::azurite::ACCOUNT,
+            "--blob-endpoint",
+            &azurite.blob_endpoint(),
+            "--sas-token",
+            &sas,
+            "--management-cert",
+            management_pfx.to_str().unwrap(),
+            "--management-password",
+            "pw",
+            "--service-cert",
+            service_crt.to_str().unwrap(),
+            "--service-key",
+            service_key.to_str().unwrap(),
+        ],
+    );
+    let source = work.path().join("source");
+    write_random_file(&source.join("app.bin"), 3 << 20, 0).unwrap();
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "add",
+            "--name",
+            "sas-app",
+            "--type",
+            "application",
+            "--source",
+            source.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &manager,
+        &monitoring,
+        &[
+            "content",
+            "distribute",
+            "sas-app",
+            "--dp",
+            "sas-cdp",
+            "--wait",
+        ],
+    );
+
+    // No credential is handed on: the installer's SAS can write and delete.
+    let access = pb::distribution_point_service_client::DistributionPointServiceClient::new(
+        manager.channel(),
+    )
+    .get_store_access(pb::GetStoreAccessRequest {
+        id: "sas-cdp".to_owned(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(access.credential.is_none(), "{access:?}");
+    let mut dps = pb::distribution_point_service_client::DistributionPointServiceClient::new(
+        manager.channel(),
+    );
+    let refused = dps
+        .read_store_object(pb::ReadStoreObjectRequest {
+            id: "sas-cdp".to_owned(),
+            path: "content/x".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    // Monitoring measures the store through the manager.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let usage =
+            pb::monitoring_service_client::MonitoringServiceClient::new(monitoring.channel())
+                .get_usage(pb::GetUsageRequest {
+                    distribution_point_id: "sas-cdp".to_owned(),
+                    ..Default::default()
+                })
+                .await;
+        if let Ok(usage) = &usage
+            && usage.get_ref().stored_bytes >= 3 << 20
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "monitoring never measured the store: {usage:?}\n{}",
+            monitoring.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The DP can be deleted: the SAS cannot delete the container, so what clouddp wrote there goes.
+    let deleted = run(&manager, &monitoring, &["dp", "delete", "sas-cdp", "--yes"]);
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    let admin_store = AzureStore::new(AzureStoreConfig {
+        account: clouddp_e2e::azurite::ACCOUNT.to_owned(),
+        container: "sas-cdp".to_owned(),
+        endpoint: azurite.blob_endpoint(),
+        credential: AzureCredential::Emulator,
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !admin_store.list("content/").await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the content stayed after the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

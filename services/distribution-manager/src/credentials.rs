@@ -179,7 +179,10 @@ impl Credentials {
     /// Revokes the credential `serial`, unless no other unrevoked credential of a Full Administrator would be left.
     pub async fn revoke(&self, serial: &str, revoked_by: &str) -> DmResult<IssuedCredential> {
         let serial = normalized(serial);
-        if serial.is_empty() || serial.len() > 64 || !serial.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        if serial.is_empty()
+            || serial.len() > 64
+            || !serial.bytes().all(|byte| byte.is_ascii_hexdigit())
+        {
             return Err(clouddp_core::ValidationError::new(
                 "serial",
                 "give the credential's serial in hex, as `clouddp access credential list` shows it",

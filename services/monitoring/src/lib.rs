@@ -10,6 +10,7 @@ pub mod error;
 pub mod follower;
 pub mod grpc;
 pub mod health;
+pub mod through_manager;
 pub mod usage;
 
 use std::sync::Arc;

@@ -347,6 +347,14 @@ pub const RPC_PERMISSIONS: &[(&str, Permission)] = {
             "/clouddp.v1.DistributionPointService/GetStoreAccess",
             P::StoreAccess,
         ),
+        (
+            "/clouddp.v1.DistributionPointService/ListStoreObjects",
+            P::StoreAccess,
+        ),
+        (
+            "/clouddp.v1.DistributionPointService/ReadStoreObject",
+            P::StoreAccess,
+        ),
         // groups
         (
             "/clouddp.v1.DistributionPointGroupService/CreateGroup",

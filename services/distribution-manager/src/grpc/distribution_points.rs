@@ -22,6 +22,12 @@ use clouddp_core::validate;
 
 /// Messages a watch stream may buffer before the sender waits for the client.
 const WATCH_STREAM_BUFFER: usize = 64;
+/// The store folder of usage logs.
+const STORE_USAGE: &str = "usage/";
+/// Most objects ListStoreObjects answers.
+const MAX_LISTED_OBJECTS: usize = 20_000;
+/// Largest object ReadStoreObject reads.
+const MAX_READ_OBJECT: u64 = 1 << 20;
 
 /// The gRPC adapter of [`DistributionManager`].
 #[derive(Debug, Clone)]
@@ -547,9 +553,8 @@ impl DistributionPointService for DistributionPointGrpc {
             Some(CloudCredential::Emulator) => {
                 Some(read_only_sas(clouddp_platform::store::emulator_key())?)
             }
-            Some(CloudCredential::SasToken(token)) => {
-                Some(pb::storage_credential::Credential::SasToken(token))
-            }
+            // The installer's SAS cannot be narrowed: the store is read through the manager instead.
+            Some(CloudCredential::SasToken(_)) => None,
             Some(CloudCredential::ManagedIdentity) => {
                 Some(pb::storage_credential::Credential::ManagedIdentity(true))
             }
@@ -561,6 +566,76 @@ impl DistributionPointService for DistributionPointGrpc {
             store: pb::DistributionPoint::from(&dp).store,
             distribution_point_id: dp.id,
             credential,
+        }))
+    }
+
+    async fn list_store_objects(
+        &self,
+        request: Request<pb::ListStoreObjectsRequest>,
+    ) -> Result<Response<pb::ListStoreObjectsResponse>, Status> {
+        let request = request.into_inner();
+        let prefix = request.prefix.trim();
+        if !(prefix.starts_with(STORE_USAGE) || prefix.starts_with("content/"))
+            || prefix.contains("..")
+        {
+            return Err(DmError::from(clouddp_core::ValidationError::new(
+                "prefix",
+                "give usage/ or content/, or a folder below one of them",
+            ))
+            .into());
+        }
+        let dp = self.manager.get(&required_id(&request.id)?).await?;
+        let store = self.manager.store_for(&dp).await?;
+        let objects = store.list(prefix).await.map_err(|error| {
+            Status::unavailable(format!("cannot list the store of {}: {error}", dp.name))
+        })?;
+        if objects.len() > MAX_LISTED_OBJECTS {
+            return Err(Status::failed_precondition(format!(
+                "more than {MAX_LISTED_OBJECTS} objects under {prefix}; list a folder below it"
+            )));
+        }
+        Ok(Response::new(pb::ListStoreObjectsResponse {
+            objects: objects
+                .into_iter()
+                .map(|object| pb::StoreObject {
+                    path: object.path,
+                    size: object.size,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn read_store_object(
+        &self,
+        request: Request<pb::ReadStoreObjectRequest>,
+    ) -> Result<Response<pb::ReadStoreObjectResponse>, Status> {
+        let request = request.into_inner();
+        let path = request.path.trim();
+        if !path.starts_with(STORE_USAGE) || path.contains("..") {
+            return Err(DmError::from(clouddp_core::ValidationError::new(
+                "path",
+                "only usage logs (usage/…) are read through the manager",
+            ))
+            .into());
+        }
+        let dp = self.manager.get(&required_id(&request.id)?).await?;
+        let store = self.manager.store_for(&dp).await?;
+        let unavailable = |error: clouddp_platform::store::StoreError| {
+            Status::unavailable(format!("cannot read the store of {}: {error}", dp.name))
+        };
+        let size = store
+            .head(path)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Status::not_found(format!("{} holds no {path:.200}", dp.name)))?;
+        if size > MAX_READ_OBJECT {
+            return Err(Status::failed_precondition(format!(
+                "{path:.200} is {size} bytes, more than a usage log may be ({MAX_READ_OBJECT})"
+            )));
+        }
+        let data = store.get_range(path, 0..size).await.map_err(unavailable)?;
+        Ok(Response::new(pb::ReadStoreObjectResponse {
+            data: data.to_vec(),
         }))
     }
 

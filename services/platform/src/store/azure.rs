@@ -353,6 +353,18 @@ impl BlobStore for AzureStore {
         let status = self.container_request(reqwest::Method::PUT).await?;
         match status.as_u16() {
             201 | 409 => Ok(()),
+            // A container SAS cannot create its container: it must exist, and the SAS must list it.
+            401 | 403 if matches!(self.config.credential, AzureCredential::Sas(_)) => {
+                self.list("").await.map_err(|error| {
+                    StoreError::Denied(format!(
+                        "container {} cannot be created with a container SAS and cannot be listed with it ({error}): \
+                         create the container first and give a SAS with read, add, create, write, delete and list \
+                         (sp=racwdl)",
+                        self.config.container
+                    ))
+                })?;
+                Ok(())
+            }
             401 | 403 => Err(StoreError::Denied(format!(
                 "creating container {} was refused ({status}): check the account name and key",
                 self.config.container
@@ -372,6 +384,16 @@ impl BlobStore for AzureStore {
         let status = self.container_request(reqwest::Method::DELETE).await?;
         match status.as_u16() {
             202 | 404 => Ok(()),
+            // A container SAS cannot delete its container, which clouddp did not create: empty it of what
+            // clouddp wrote instead.
+            401 | 403 if matches!(self.config.credential, AzureCredential::Sas(_)) => {
+                for prefix in ["content/", "usage/"] {
+                    for object in self.list(prefix).await? {
+                        self.delete(&object.path).await?;
+                    }
+                }
+                Ok(())
+            }
             401 | 403 => Err(StoreError::Denied(format!(
                 "deleting container {}: {status}",
                 self.config.container
