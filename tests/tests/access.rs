@@ -1344,3 +1344,71 @@ async fn an_issued_administrator_credential_can_be_revoked_and_is_refused_within
     let audit = admin(&["audit", "list", "-o", "json"]);
     assert!(audit.stdout.contains("RevokeAdminCredential"), "{audit:?}");
 }
+
+/// The serial of the certificate in an identity folder.
+fn serial(dir: &Path) -> String {
+    clouddp_platform::pki::serial_of(&std::fs::read_to_string(dir.join("cert.pem")).unwrap())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_agent_renews_its_certificate_before_expiry_with_a_new_key() {
+    let (manager, monitoring, site) = secure_site(&[]).await;
+    let admin = |args: &[&str]| admin_console(&manager, &monitoring, &site, args);
+    let token = registration_token(admin, "1");
+    let devices = tempfile::tempdir().unwrap();
+    let pc42 = devices.path().join("pc-0042");
+    enroll(&manager, &site, &pc42, &token, "pc-0042");
+    let (enrolled_serial, enrolled_key) =
+        (serial(&pc42), std::fs::read(pc42.join("key.pem")).unwrap());
+
+    // Far from its expiry (397 days), nothing happens unless asked.
+    let kept = agent(&pc42, &manager, &["renew"]);
+    assert!(kept.status.success(), "{kept:?}");
+    assert_eq!(serial(&pc42), enrolled_serial);
+    let renewed = agent(&pc42, &manager, &["renew", "--force"]);
+    assert!(renewed.status.success(), "{renewed:?}");
+    let forced_serial = serial(&pc42);
+    assert_ne!(forced_serial, enrolled_serial);
+    assert_ne!(
+        std::fs::read(pc42.join("key.pem")).unwrap(),
+        enrolled_key,
+        "the key stayed"
+    );
+
+    // Within renew_before_days of the expiry, `get` renews on its own, then locates as the same device.
+    let got = std::process::Command::new(clouddp_e2e::bin("clouddp-agent"))
+        .args([
+            "get",
+            "dep-none",
+            "--to",
+            devices.path().join("out").to_str().unwrap(),
+        ])
+        .env("CLOUDDP_AGENT__ENDPOINT", manager.url())
+        .env("CLOUDDP_AGENT__IDENTITY_DIR", &pc42)
+        .env("CLOUDDP_AGENT__RENEW_BEFORE_DAYS", "398")
+        .env_remove("CLOUDDP_AGENT_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&got.stderr);
+    assert!(stderr.contains("renewed the device certificate"), "{got:?}");
+    assert!(
+        stderr.contains("NotFound"),
+        "the renewed certificate reached the handler: {got:?}"
+    );
+    assert_ne!(serial(&pc42), forced_serial);
+    assert!(!pc42.join("key.pem.next").exists() && !pc42.join("cert.pem.next").exists());
+
+    // A renewal cut short after the key was replaced is finished when the identity is next loaded.
+    let next = pc42.join("cert.pem.next");
+    std::fs::copy(pc42.join("cert.pem"), &next).unwrap();
+    let listed = agent(&pc42, &manager, &["renew"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(!next.exists());
+    let devices_listed = admin(&["device", "list", "-o", "json"]);
+    let count = devices_listed.json().unwrap()["devices"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(count, 1, "renewals made no new device");
+}

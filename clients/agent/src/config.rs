@@ -62,6 +62,9 @@ pub struct AgentConfig {
     /// Parallel range requests per download (1 to 32): each on its own connection and thread, which also opens,
     /// writes and hashes what it receives.
     pub parallel_downloads: u32,
+    /// Days before its certificate expires that the agent renews it (on `get`, or `clouddp-agent renew`), 1 to
+    /// 398.
+    pub renew_before_days: u32,
 }
 
 impl Default for AgentConfig {
@@ -77,6 +80,7 @@ impl Default for AgentConfig {
             cache_dir: PathBuf::from("clouddp-agent-cache"),
             identity_dir: PathBuf::from("clouddp-agent-identity"),
             parallel_downloads: 4,
+            renew_before_days: 30,
         }
     }
 }
@@ -98,7 +102,7 @@ impl AgentConfig {
             if let Some(key) = name.strip_prefix(ENV_PREFIX) {
                 let key = key.to_ascii_lowercase();
                 let parsed = match key.as_str() {
-                    "parallel_downloads" => value
+                    "parallel_downloads" | "renew_before_days" => value
                         .parse::<i64>()
                         .map(toml::Value::Integer)
                         .map_err(|_| {
@@ -121,6 +125,12 @@ impl AgentConfig {
             return Err(ConfigError::Invalid(format!(
                 "endpoint {:?} must start with http:// or https://",
                 self.endpoint
+            )));
+        }
+        if !(1..=398).contains(&self.renew_before_days) {
+            return Err(ConfigError::Invalid(format!(
+                "renew_before_days {} is out of range; use 1 to 398",
+                self.renew_before_days
             )));
         }
         if !(1..=32).contains(&self.parallel_downloads) {

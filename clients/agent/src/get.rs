@@ -676,6 +676,16 @@ pub async fn get(config: &AgentConfig, options: GetOptions) -> Result<GetReport,
             "the device id is not set: enroll the device (`clouddp-agent enroll --token …`), or give --device or set device_id in the config (CLOUDDP_AGENT__DEVICE_ID)".to_owned(),
         ));
     }
+    if let Some(identity) = &identity {
+        // A certificate close to its expiry is renewed first; a renewal that fails leaves the current one in use.
+        match crate::enroll::renew(config, identity, false).await {
+            Ok(true) => tracing_line("renewed the device certificate"),
+            Ok(false) => {}
+            Err(error) => tracing_line(&format!(
+                "cannot renew the device certificate yet ({error}); using the current one"
+            )),
+        }
+    }
     let answer = locate(
         config,
         identity.as_ref(),

@@ -47,6 +47,13 @@ enum NetworkFlag {
 enum Command {
     /// Print the effective configuration as TOML.
     Config,
+    /// Renew the enrolled device's certificate with a new key, authenticating with the current one (`get`
+    /// renews on its own within renew_before_days of the expiry).
+    Renew {
+        /// Renew even when the certificate is far from its expiry.
+        #[arg(long)]
+        force: bool,
+    },
     /// Enroll this device with a bulk registration token (`clouddp device token create`): makes its key here,
     /// sends a certificate request, and keeps the site's certificate in identity_dir. Later commands
     /// authenticate with it.
@@ -145,6 +152,43 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Renew { force } => {
+            let Some(identity) = clouddp_agent::enroll::Identity::load(&config.identity_dir) else {
+                eprintln!(
+                    "clouddp-agent: no enrolled identity in {}; enroll first (clouddp-agent enroll --token …)",
+                    config.identity_dir.display()
+                );
+                return ExitCode::FAILURE;
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("clouddp-agent: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(clouddp_agent::enroll::renew(&config, &identity, force)) {
+                Ok(renewed) => {
+                    println!(
+                        "{} the certificate of device/{}",
+                        if renewed {
+                            "renewed"
+                        } else {
+                            "kept (not due yet)"
+                        },
+                        identity.device_id
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("clouddp-agent: {error}");
+                    ExitCode::from(error.exit_code())
+                }
+            }
+        }
         Command::Enroll {
             token,
             device,
