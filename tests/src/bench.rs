@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::bail;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
 
 /// An environment variable, or `default`.
 pub fn env_or(name: &str, default: &str) -> String {
@@ -68,4 +72,57 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         })
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|kib| kib.parse().ok())
+}
+
+/// Calls per second, and the server's CPU time per call.
+pub struct Throughput {
+    /// Calls per second.
+    pub per_second: f64,
+    /// The server's CPU time per call, µs.
+    pub server_cpu_us: f64,
+}
+
+/// Calls `call` from `concurrency` tasks for `seconds`, measuring the CPU the process `server` spent meanwhile.
+pub async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    seconds: f64,
+    server: u32,
+    call: F,
+) -> anyhow::Result<Throughput>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let call = Arc::new(call);
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Warm up.
+    for worker in 0..concurrency {
+        call(worker).await?;
+    }
+    let cpu_before = cpu_seconds(server).context("server CPU time")?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let (call, done, stop) = (call.clone(), done.clone(), stop.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                call(worker).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        });
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server).context("server CPU time")? - cpu_before;
+    let calls = done.load(Ordering::Relaxed) as f64;
+    Ok(Throughput {
+        per_second: calls / elapsed,
+        server_cpu_us: cpu / calls * 1e6,
+    })
 }

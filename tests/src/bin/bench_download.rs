@@ -16,11 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clouddp_e2e::bench::{cpu_seconds, ensure_source, env_or, median};
+use clouddp_e2e::bench::{closed_loop, ensure_source, env_or, median};
 use clouddp_e2e::pki::TestCa;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
@@ -47,57 +46,6 @@ async fn echo_server() -> anyhow::Result<()> {
         )
         .await?;
     Ok(())
-}
-
-/// Calls per second, and the server's CPU time per call.
-struct Throughput {
-    per_second: f64,
-    server_cpu_us: f64,
-}
-
-/// Calls `call` from `concurrency` tasks for `seconds`, measuring the CPU the process `server` spent meanwhile.
-async fn closed_loop<F, Fut>(
-    concurrency: usize,
-    seconds: f64,
-    server: u32,
-    call: F,
-) -> anyhow::Result<Throughput>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let call = Arc::new(call);
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    // Warm up.
-    for worker in 0..concurrency {
-        call(worker).await?;
-    }
-    let cpu_before = cpu_seconds(server).context("server CPU time")?;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..concurrency {
-        let (call, done, stop) = (call.clone(), done.clone(), stop.clone());
-        tasks.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                call(worker).await?;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        });
-    }
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(server).context("server CPU time")? - cpu_before;
-    let calls = done.load(Ordering::Relaxed) as f64;
-    Ok(Throughput {
-        per_second: calls / elapsed,
-        server_cpu_us: cpu / calls * 1e6,
-    })
 }
 
 /// Calls `call` at `rate` per second (open loop) for `seconds`; returns latencies in ms.
