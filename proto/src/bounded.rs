@@ -167,7 +167,12 @@ fn check(message: &str, mut bytes: &[u8], path: &str, depth: usize) -> Result<()
                     bytes = rest;
                     value
                 }),
-            WireType::StartGroup | WireType::EndGroup => None,
+            // proto3 has no groups; prost skips unknown ones, and everything after one would go unchecked.
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(Status::invalid_argument(
+                    "the request holds a group, which no message of this contract has",
+                ));
+            }
         };
         let (Some(value), Some(field)) = (value, field) else {
             if value.is_none() {
@@ -392,6 +397,22 @@ mod tests {
                 .bounds
                 .contains_key("clouddp.v1.LocateContentResponse")
         );
+    }
+
+    #[test]
+    fn a_group_cannot_hide_what_follows_it() {
+        let hints = pb::LocateContentRequest {
+            latency_hints_ms: (0..=limits::MAX_LIST_ENTRIES)
+                .map(|index| (format!("dp-{index}"), 1))
+                .collect(),
+            ..Default::default()
+        };
+        // An empty unknown group (field 99) in front of the fields.
+        let mut bytes = vec![0x9b, 0x06, 0x9c, 0x06];
+        bytes.extend(hints.encode_to_vec());
+        let refused = check_encoded::<pb::LocateContentRequest>(&bytes).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("group"), "{refused:?}");
     }
 
     #[test]

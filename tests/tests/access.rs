@@ -373,6 +373,22 @@ async fn a_revoked_role_is_refused_within_a_second_on_both_services() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // Streams bob opened before the revocation.
+    let mut watch =
+        clouddp_proto::v1::distribution_point_service_client::DistributionPointServiceClient::new(
+            dm.clone(),
+        )
+        .watch_distribution_points(clouddp_proto::v1::WatchDistributionPointsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut alerts =
+        clouddp_proto::v1::monitoring_service_client::MonitoringServiceClient::new(mon.clone())
+            .subscribe_alerts(clouddp_proto::v1::SubscribeAlertsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+
     let revoked = admin_console(
         &manager,
         &monitoring,
@@ -381,6 +397,44 @@ async fn a_revoked_role_is_refused_within_a_second_on_both_services() {
     );
     assert_eq!(revoked.code, 0, "{revoked:?}");
     let revoked_at = Instant::now();
+    // Both streams end with PERMISSION_DENIED within a second, with no further event.
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the watch stream outlived the revocation by a second");
+    assert_eq!(
+        ended.map(|status| status.code()),
+        Some(Code::PermissionDenied)
+    );
+    let ended = tokio::time::timeout(
+        Duration::from_secs(2) - revoked_at.elapsed().min(Duration::from_secs(1)),
+        async {
+            loop {
+                match alerts.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                }
+            }
+        },
+    )
+    .await
+    .expect("the alert stream outlived the revocation");
+    assert_eq!(
+        ended.map(|status| status.code()),
+        Some(Code::PermissionDenied)
+    );
+    println!(
+        "open streams ended {:?} after the revocation",
+        revoked_at.elapsed()
+    );
     assert_eq!(
         call(&dm, list_dps).await.unwrap_err().code(),
         Code::PermissionDenied

@@ -174,6 +174,18 @@ async fn half_open_and_slow_connections_starve_neither_the_endpoint_nor_grpc() {
         "{answer:?}"
     );
     assert!(healthz(addr, &ca).await.unwrap().contains("200"));
+
+    // A client that finishes the handshake and then sends nothing is closed after the header timeout too.
+    let mut silent = tls(addr, &ca).await.unwrap();
+    let waited = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a silent connection was held past 5 s");
+    assert!(
+        waited.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        waited.elapsed()
+    );
 }
 
 #[tokio::test]

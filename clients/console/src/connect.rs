@@ -84,9 +84,9 @@ pub struct Endpoints {
 }
 
 /// The distribution manager's URL when neither a flag nor a configuration names one.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7400";
 /// The monitoring service's URL when neither a flag nor a configuration names one.
-pub const DEFAULT_MONITORING_ENDPOINT: &str = "http://127.0.0.1:7401";
+pub const DEFAULT_MONITORING_ENDPOINT: &str = "https://127.0.0.1:7401";
 
 /// A console configuration file: every key optional; flags and environment variables win over it.
 #[derive(Debug, Default, serde::Deserialize)]

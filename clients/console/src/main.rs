@@ -69,7 +69,7 @@ enum Command {
     /// List, show, postpone, acknowledge and watch alerts (from the monitoring service).
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
-    /// Grant, revoke and list administrators' roles.
+    /// Administrators' roles (grant, revoke, list) and credentials (issue, list, revoke).
     #[command(subcommand)]
     Access(access::AccessCommand),
     /// List the audit trail: every change and every refused call, on both services.
@@ -85,8 +85,8 @@ const GLOBAL_OPTIONS: &str = "\
 Global options (before or after any command; environment variable, default):
       --config <FILE>              endpoints and credentials (CLOUDDP_CONFIG, ~/.config/clouddp/config.toml);
                                    the site writes one for its first admin: <dm data dir>/admin/clouddp.toml
-      --endpoint <URL>             distribution manager (CLOUDDP_ENDPOINT, http://127.0.0.1:7400)
-      --monitoring-endpoint <URL>  monitoring (CLOUDDP_MONITORING_ENDPOINT, http://127.0.0.1:7401)
+      --endpoint <URL>             distribution manager (CLOUDDP_ENDPOINT, https://127.0.0.1:7400)
+      --monitoring-endpoint <URL>  monitoring (CLOUDDP_MONITORING_ENDPOINT, https://127.0.0.1:7401)
       --ca-cert <FILE>             PEM CA for https:// URLs (CLOUDDP_CA_CERT)
       --client-cert <FILE>         client certificate for mutual TLS (CLOUDDP_CLIENT_CERT)
       --client-key <FILE>          its private key (CLOUDDP_CLIENT_KEY)

@@ -23,8 +23,9 @@ pub enum SiteCommand {
     /// Show the site's code, version and site key fingerprint.
     Show,
     /// Write a backup of the whole configuration (DPs, groups, content metadata, distributions, client policy,
-    /// wrapped data keys) to FILE. It holds no private key and no site key: keep the site key and the
-    /// certificates' .pfx files safe yourself.
+    /// wrapped data keys) and the site's identities (the site CA with its key sealed by the site key, role
+    /// bindings, administrator credentials, enrolled devices) to FILE. It holds no private key in the clear and
+    /// no site key: keep the site key and the certificates' .pfx files safe yourself.
     Backup {
         /// The backup file to write (written to FILE.partial, then renamed).
         file: PathBuf,
@@ -97,7 +98,7 @@ pub async fn run(
             match output {
                 OutputFormat::Json => print_json(&json!({ "file": file, "bytes": bytes })),
                 OutputFormat::Table => out!(
-                    "wrote the site backup {} ({bytes} bytes); it holds no private key and no site key",
+                    "wrote the site backup {} ({bytes} bytes); it holds no private key in the clear and no site key; keep the site key safe",
                     file.display()
                 ),
             }

@@ -262,6 +262,7 @@ fn console_config(dir: &Path, endpoint: &str) -> String {
         "# clouddp console configuration of admin/{FIRST_ADMIN} (Full Administrator), written by the site's first start.\n\
          # Use it with: export CLOUDDP_CONFIG={}\n\
          endpoint = {endpoint:?}\n\
+         # Where monitoring listens (its --listen); change it when monitoring runs elsewhere.\n\
          monitoring_endpoint = {DEFAULT_MONITORING_ENDPOINT:?}\n\
          ca_cert = {:?}\n\
          client_cert = {:?}\n\

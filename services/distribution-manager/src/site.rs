@@ -339,6 +339,15 @@ impl Site {
             let record: Value = serde_json::from_slice(line).map_err(damaged)?;
             if record.get("pki").is_some() {
                 ca = Some(record["pki"].clone());
+                // The backup brings its own CA: the credentials this empty site issued with its own CA (its first
+                // administrator's) die with that CA, so their records go.
+                let current =
+                    std::fs::read_to_string(self.ca_dir.join("ca.pem")).unwrap_or_default();
+                if record["pki"]["ca_pem"].as_str() != Some(current.as_str()) {
+                    sqlx::query("DELETE FROM admin_credentials")
+                        .execute(&mut *transaction)
+                        .await?;
+                }
                 continue;
             }
             if let Some(table) = record["table"].as_str() {

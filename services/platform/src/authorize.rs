@@ -371,6 +371,21 @@ where
                 authorizer.authorize(&path, required, leaf.map(|der| der.as_ref()))
             }
         };
+        // An answer that streams is decided again while it lasts: a revoked role, credential or device ends it.
+        let recheck = self.authorizer.clone().and_then(|authorizer| {
+            let leaf = request
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(TlsConnectInfo::peer_certs)?
+                .first()?
+                .as_ref()
+                .to_vec();
+            Some(Recheck {
+                authorizer,
+                path: path.clone(),
+                leaf,
+            })
+        });
         let caller = match decided {
             Ok(caller) => caller,
             Err(refusal) => {
@@ -442,7 +457,103 @@ where
                     }
                 }
             }
-            Ok(response)
+            Ok(match recheck {
+                Some(recheck) => response.map(|body| {
+                    tonic::body::Body::new(RecheckedBody {
+                        inner: body,
+                        recheck,
+                        ticks: None,
+                        done: false,
+                    })
+                }),
+                None => response,
+            })
         })
+    }
+}
+
+/// How often an answer that streams is decided again.
+pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What deciding a call again needs.
+struct Recheck {
+    authorizer: Arc<Authorizer>,
+    path: String,
+    leaf: Vec<u8>,
+}
+
+/// A response body that, while it waits for its next frame, decides its call again every [`RECHECK_INTERVAL`]
+/// and ends with the refusal's status when the caller may no longer make it. An answer that is ready at once (a
+/// unary call) never starts the timer.
+struct RecheckedBody {
+    inner: tonic::body::Body,
+    recheck: Recheck,
+    ticks: Option<tokio::time::Interval>,
+    done: bool,
+}
+
+impl http_body::Body for RecheckedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        let this = &mut *self;
+        let ticks = this.ticks.get_or_insert_with(|| {
+            let mut ticks = tokio::time::interval_at(
+                tokio::time::Instant::now() + RECHECK_INTERVAL,
+                RECHECK_INTERVAL,
+            );
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        while ticks.poll_tick(cx).is_ready() {
+            let recheck = &this.recheck;
+            let required = crate::access::required(&recheck.path);
+            if let Err(refusal) =
+                recheck
+                    .authorizer
+                    .authorize(&recheck.path, required, Some(&recheck.leaf))
+            {
+                tracing::info!(rpc = %recheck.path, reason = %refusal.status.message(), "stream ended: the caller may no longer make this call");
+                this.done = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert(
+                    "grpc-status",
+                    http::HeaderValue::from(refusal.status.code() as i32),
+                );
+                // Printable ASCII without `%` is a valid grpc-message as it stands.
+                let message: String = refusal
+                    .status
+                    .message()
+                    .chars()
+                    .map(|character| {
+                        if character.is_ascii_graphic() && character != '%' || character == ' ' {
+                            character
+                        } else {
+                            '?'
+                        }
+                    })
+                    .take(512)
+                    .collect();
+                if let Ok(value) = http::HeaderValue::from_str(&message) {
+                    trailers.insert("grpc-message", value);
+                }
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
     }
 }
