@@ -90,6 +90,17 @@ impl Identity {
         Ok((chain, key))
     }
 
+    /// `base` TLS to the site's services as this device: the site CA trusted too, the device certificate
+    /// presented.
+    pub fn client_tls(
+        &self,
+        base: tonic::transport::ClientTlsConfig,
+    ) -> std::io::Result<tonic::transport::ClientTlsConfig> {
+        Ok(base
+            .ca_certificate(tonic::transport::Certificate::from_pem(self.ca_pem()?))
+            .identity(self.tls_identity()?))
+    }
+
     /// The site CA.
     pub fn ca_pem(&self) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.dir.join(CA_FILE))
@@ -200,11 +211,9 @@ pub async fn renew(
             identity.dir.display()
         ))
     };
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(
-            identity.ca_pem().map_err(unreadable)?,
-        ))
-        .identity(identity.tls_identity().map_err(unreadable)?);
+    let tls = identity
+        .client_tls(tonic::transport::ClientTlsConfig::new())
+        .map_err(unreadable)?;
     let endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
         .map_err(|error| EnrollError::Local(format!("endpoint {:?}: {error}", config.endpoint)))?
         .connect_timeout(Duration::from_secs(5))

@@ -618,11 +618,7 @@ async fn locate(
                     identity.dir.display()
                 ))
             };
-            tls = tls
-                .ca_certificate(tonic::transport::Certificate::from_pem(
-                    identity.ca_pem().map_err(unreadable)?,
-                ))
-                .identity(identity.tls_identity().map_err(unreadable)?);
+            tls = identity.client_tls(tls).map_err(unreadable)?;
         }
         endpoint = endpoint
             .tls_config(tls)

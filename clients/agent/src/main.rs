@@ -131,6 +131,17 @@ fn parse_resolve(text: &str) -> Result<(String, SocketAddr), String> {
     Ok((host.to_owned(), SocketAddr::new(addr, port)))
 }
 
+/// The single-threaded runtime a command runs on, or the exit code when it cannot start.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("clouddp-agent: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = std::env::vars().collect();
@@ -160,15 +171,9 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::FAILURE;
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("clouddp-agent: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(clouddp_agent::enroll::renew(&config, &identity, force)) {
                 Ok(renewed) => {
@@ -202,15 +207,9 @@ fn main() -> ExitCode {
                         .map(|name| name.trim().to_owned())
                 })
                 .unwrap_or_default();
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("clouddp-agent: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(clouddp_agent::enroll::enroll(
                 &config,
@@ -291,15 +290,9 @@ fn main() -> ExitCode {
                 trace: TraceContext::from_env(),
             };
             let trace_id = options.trace.trace_id().to_owned();
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("clouddp-agent: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(get(&config, options)) {
                 Ok(report) => {

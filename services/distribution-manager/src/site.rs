@@ -48,6 +48,15 @@ const TABLES: &[&str] = &[
     "devices",
 ];
 
+/// A site CA from a backup.
+struct RestoredCa {
+    certificate: String,
+    /// Its private key (PEM), opened.
+    key: Vec<u8>,
+    /// It is not the CA this site has now.
+    replaces: bool,
+}
+
 /// The sealing context of the site CA's key in a backup.
 const CA_KEY_CONTEXT: &str = "site-ca-key";
 
@@ -171,31 +180,39 @@ impl Site {
         ))
     }
 
-    /// Puts the CA of a backup's `record` in the data dir; true when it differs from the one there.
-    fn restore_ca(&self, record: &Value) -> DmResult<bool> {
+    /// The CA of a backup's `record`, its key opened with this site key (so a restore with another site key
+    /// fails before anything is committed).
+    fn open_ca(&self, record: &Value) -> DmResult<RestoredCa> {
         let certificate = record["ca_pem"]
             .as_str()
-            .ok_or_else(|| damaged("the site CA has no certificate"))?;
+            .ok_or_else(|| damaged("the site CA has no certificate"))?
+            .to_owned();
         let sealed =
             hex::decode(record["ca_key_sealed"].as_str().unwrap_or_default()).map_err(damaged)?;
         let key = self.manager.site_key().unwrap(&sealed, CA_KEY_CONTEXT)?;
         let current = std::fs::read_to_string(self.ca_dir.join("ca.pem")).unwrap_or_default();
-        if current == certificate {
-            return Ok(false);
-        }
+        Ok(RestoredCa {
+            replaces: current != certificate,
+            certificate,
+            key,
+        })
+    }
+
+    /// Puts a restored CA that replaces this site's in the data dir.
+    fn put_ca(&self, ca: &RestoredCa) -> DmResult<()> {
         let failed = |error: clouddp_platform::pki::PkiError| {
             DmError::Internal(format!("cannot put the site CA in place: {error}"))
         };
-        clouddp_platform::pki::write_file(&self.ca_dir.join("ca.key"), &key, 0o600)
+        clouddp_platform::pki::write_file(&self.ca_dir.join("ca.key"), &ca.key, 0o600)
             .map_err(failed)?;
         clouddp_platform::pki::write_file(
             &self.ca_dir.join("ca.pem"),
-            certificate.as_bytes(),
+            ca.certificate.as_bytes(),
             0o644,
         )
         .map_err(failed)?;
         tracing::warn!(dir = %self.ca_dir.display(), "the backup's site CA is in place: restart the distribution manager, then monitoring, to serve with it");
-        Ok(true)
+        Ok(())
     }
 
     fn pool(&self) -> &SqlitePool {
@@ -338,16 +355,15 @@ impl Site {
         for line in &lines[1..] {
             let record: Value = serde_json::from_slice(line).map_err(damaged)?;
             if record.get("pki").is_some() {
-                ca = Some(record["pki"].clone());
+                let restored = self.open_ca(&record["pki"])?;
                 // The backup brings its own CA: the credentials this empty site issued with its own CA (its first
                 // administrator's) die with that CA, so their records go.
-                let current =
-                    std::fs::read_to_string(self.ca_dir.join("ca.pem")).unwrap_or_default();
-                if record["pki"]["ca_pem"].as_str() != Some(current.as_str()) {
+                if restored.replaces {
                     sqlx::query("DELETE FROM admin_credentials")
                         .execute(&mut *transaction)
                         .await?;
                 }
+                ca = Some(restored);
                 continue;
             }
             if let Some(table) = record["table"].as_str() {
@@ -476,15 +492,10 @@ impl Site {
         if let Some((id, wrapped)) = probe {
             self.manager.site_key().unwrap(&wrapped, &id)?;
         }
-        // The CA's key must open with this site key too, before anything is committed.
-        if let Some(record) = &ca {
-            let sealed = hex::decode(record["ca_key_sealed"].as_str().unwrap_or_default())
-                .map_err(damaged)?;
-            self.manager.site_key().unwrap(&sealed, CA_KEY_CONTEXT)?;
-        }
         transaction.commit().await?;
-        if let Some(record) = &ca {
-            summary.restart_required = self.restore_ca(record)?;
+        if let Some(ca) = ca.as_ref().filter(|ca| ca.replaces) {
+            self.put_ca(ca)?;
+            summary.restart_required = true;
         }
         if let Some((access, devices, credentials)) = &self.identities {
             access.refresh().await?;

@@ -360,32 +360,28 @@ where
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
         let path = request.uri().path().to_owned();
         let required = crate::access::required(&path);
+        let certificates = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
         let decided = match &self.authorizer {
             None => Ok(Caller::unauthenticated_test_caller()),
             Some(authorizer) => {
-                let certificates = request
-                    .extensions()
-                    .get::<TlsConnectInfo<TcpConnectInfo>>()
-                    .and_then(TlsConnectInfo::peer_certs);
                 let leaf = certificates.as_ref().and_then(|chain| chain.first());
                 authorizer.authorize(&path, required, leaf.map(|der| der.as_ref()))
             }
         };
         // An answer that streams is decided again while it lasts: a revoked role, credential or device ends it.
-        let recheck = self.authorizer.clone().and_then(|authorizer| {
-            let leaf = request
-                .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(TlsConnectInfo::peer_certs)?
-                .first()?
-                .as_ref()
-                .to_vec();
-            Some(Recheck {
-                authorizer,
-                path: path.clone(),
-                leaf,
-            })
-        });
+        // The chain is shared with the connection, not copied.
+        let recheck =
+            self.authorizer
+                .clone()
+                .zip(certificates)
+                .map(|(authorizer, certificates)| Recheck {
+                    authorizer,
+                    path: path.clone(),
+                    certificates,
+                });
         let caller = match decided {
             Ok(caller) => caller,
             Err(refusal) => {
@@ -479,7 +475,7 @@ pub const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_mill
 struct Recheck {
     authorizer: Arc<Authorizer>,
     path: String,
-    leaf: Vec<u8>,
+    certificates: Arc<Vec<tonic::transport::CertificateDer<'static>>>,
 }
 
 /// A response body that, while it waits for its next frame, decides its call again every [`RECHECK_INTERVAL`]
@@ -518,35 +514,13 @@ impl http_body::Body for RecheckedBody {
         while ticks.poll_tick(cx).is_ready() {
             let recheck = &this.recheck;
             let required = crate::access::required(&recheck.path);
-            if let Err(refusal) =
-                recheck
-                    .authorizer
-                    .authorize(&recheck.path, required, Some(&recheck.leaf))
-            {
+            let leaf = recheck.certificates.first().map(|der| der.as_ref());
+            if let Err(refusal) = recheck.authorizer.authorize(&recheck.path, required, leaf) {
                 tracing::info!(rpc = %recheck.path, reason = %refusal.status.message(), "stream ended: the caller may no longer make this call");
                 this.done = true;
-                let mut trailers = http::HeaderMap::new();
-                trailers.insert(
-                    "grpc-status",
-                    http::HeaderValue::from(refusal.status.code() as i32),
-                );
-                // Printable ASCII without `%` is a valid grpc-message as it stands.
-                let message: String = refusal
-                    .status
-                    .message()
-                    .chars()
-                    .map(|character| {
-                        if character.is_ascii_graphic() && character != '%' || character == ' ' {
-                            character
-                        } else {
-                            '?'
-                        }
-                    })
-                    .take(512)
-                    .collect();
-                if let Ok(value) = http::HeaderValue::from_str(&message) {
-                    trailers.insert("grpc-message", value);
-                }
+                // The refusal as tonic writes a status (grpc-message percent-encoded), as trailers.
+                let mut trailers = refusal.status.into_http::<()>().into_parts().0.headers;
+                trailers.remove(http::header::CONTENT_TYPE);
                 return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
             }
         }
