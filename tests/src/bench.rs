@@ -126,3 +126,99 @@ where
         server_cpu_us: cpu / calls * 1e6,
     })
 }
+
+/// A bare tonic server answering the standard health check, with `tls` when given: the baseline of what one RPC
+/// costs. Prints its address, then serves on a free port with its listener set up as `Server::serve` sets up its
+/// own (TCP_NODELAY on, tonic's default).
+pub async fn serve_health(tls: Option<tonic::transport::ServerTlsConfig>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
+        .add_service(service)
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Runs this benchmark binary again as `echo-server` with `args` (its health server); the child and its address.
+pub async fn spawn_health_server(
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("echo-server")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("echo stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await?;
+    Ok((child, line.trim().to_owned()))
+}
+
+/// One health check on the channel of `worker` among `channels`.
+pub fn health_check(
+    channels: &Arc<Vec<tonic::transport::Channel>>,
+    worker: usize,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + use<> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(
+        channels[worker % channels.len()].clone(),
+    );
+    async move {
+        client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        anyhow::Ok(())
+    }
+}
+
+/// Calls per second and server CPU per call of every round of one side.
+#[derive(Debug, Default)]
+pub struct Rounds {
+    /// Calls per second, by round.
+    pub rates: Vec<f64>,
+    /// The server's CPU per call (µs), by round.
+    pub cpu_us: Vec<f64>,
+}
+
+/// `runs` rounds of `seconds` of each side in turn (`(server pid, call)`), so that a slow spell of the machine
+/// weighs on both alike.
+pub async fn alternating_rounds<A, FutA, B, FutB>(
+    runs: usize,
+    concurrency: usize,
+    seconds: f64,
+    first: (u32, A),
+    second: (u32, B),
+) -> anyhow::Result<(Rounds, Rounds)>
+where
+    A: Fn(usize) -> FutA + Clone + Send + Sync + 'static,
+    FutA: std::future::Future<Output = anyhow::Result<()>> + Send,
+    B: Fn(usize) -> FutB + Clone + Send + Sync + 'static,
+    FutB: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let (mut a, mut b) = (Rounds::default(), Rounds::default());
+    for _ in 0..runs {
+        let round = closed_loop(concurrency, seconds, first.0, first.1.clone()).await?;
+        a.rates.push(round.per_second);
+        a.cpu_us.push(round.server_cpu_us);
+        let round = closed_loop(concurrency, seconds, second.0, second.1.clone()).await?;
+        b.rates.push(round.per_second);
+        b.cpu_us.push(round.server_cpu_us);
+    }
+    Ok((a, b))
+}

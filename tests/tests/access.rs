@@ -398,32 +398,16 @@ async fn a_revoked_role_is_refused_within_a_second_on_both_services() {
     assert_eq!(revoked.code, 0, "{revoked:?}");
     let revoked_at = Instant::now();
     // Both streams end with PERMISSION_DENIED within a second, with no further event.
-    let ended = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match watch.message().await {
-                Ok(Some(_)) => {}
-                Ok(None) => return None,
-                Err(status) => return Some(status),
-            }
-        }
-    })
-    .await
-    .expect("the watch stream outlived the revocation by a second");
+    let ended = tokio::time::timeout(Duration::from_secs(1), end_of(&mut watch))
+        .await
+        .expect("the watch stream outlived the revocation by a second");
     assert_eq!(
         ended.map(|status| status.code()),
         Some(Code::PermissionDenied)
     );
     let ended = tokio::time::timeout(
         Duration::from_secs(2) - revoked_at.elapsed().min(Duration::from_secs(1)),
-        async {
-            loop {
-                match alerts.message().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return None,
-                    Err(status) => return Some(status),
-                }
-            }
-        },
+        end_of(&mut alerts),
     )
     .await
     .expect("the alert stream outlived the revocation");
@@ -463,6 +447,17 @@ async fn a_revoked_role_is_refused_within_a_second_on_both_services() {
     );
     assert_eq!(last.code, 1, "{last:?}");
     assert!(last.stderr.contains("last Full Administrator"), "{last:?}");
+}
+
+/// Reads `stream` to its end: the status it ended with, or `None` when it ended cleanly.
+async fn end_of<T>(stream: &mut tonic::Streaming<T>) -> Option<tonic::Status> {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(status) => return Some(status),
+        }
+    }
 }
 
 fn write(path: &Path, data: &[u8]) {

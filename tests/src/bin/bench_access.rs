@@ -15,37 +15,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use clouddp_e2e::bench::{closed_loop, env_or, median};
+use clouddp_e2e::bench::{
+    alternating_rounds, env_or, health_check, median, serve_health, spawn_health_server,
+};
 use clouddp_e2e::identity::{self, Site};
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec, console};
 use clouddp_platform::access::{PrincipalKind, Role, trust_domain};
 use clouddp_platform::authorize::{Authorizer, RoleBindings};
 use clouddp_proto::v1 as pb;
 
-/// A bare tonic health server over mutual TLS with the credential in `server` and client certificates of `ca`.
-async fn echo_server(server: &Path, ca: &Path) -> anyhow::Result<()> {
+/// The bare tonic health server's mutual TLS: the credential in `server`, client certificates of `ca`.
+fn echo_tls(server: &Path, ca: &Path) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("{}", listener.local_addr()?);
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let tls = ServerTlsConfig::new()
+    Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(
             std::fs::read(server.join("cert.pem"))?,
             std::fs::read(server.join("key.pem"))?,
         ))
         .client_ca_root(Certificate::from_pem(std::fs::read(ca)?))
-        .client_auth_optional(true);
-    tonic::transport::Server::builder()
-        .tls_config(tls)?
-        .add_service(service)
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        )
-        .await?;
-    Ok(())
+        .client_auth_optional(true))
 }
 
 fn admin(
@@ -147,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     if args.next().as_deref() == Some("echo-server") {
         let server = PathBuf::from(args.next().context("server credential")?);
         let ca = PathBuf::from(args.next().context("CA")?);
-        return echo_server(&server, &ca).await;
+        return serve_health(Some(echo_tls(&server, &ca)?)).await;
     }
     let runs: usize = env_or("N", "3").parse()?;
     let seconds: f64 = env_or("SECONDS", "3").parse()?;
@@ -174,22 +162,10 @@ async fn main() -> anyhow::Result<()> {
         .map(|index| site.credential(PrincipalKind::Device, &format!("pc-{index}")))
         .collect::<Result<_, _>>()?;
     let ca_dir = site.first_admin();
-    let mut echo_process = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("echo-server")
-        .arg(manager.data_dir().join("pki/server"))
-        .arg(ca_dir.join("ca.pem"))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let echo_addr = {
-        use tokio::io::AsyncBufReadExt as _;
-        let stdout = echo_process.stdout.take().context("echo stdout")?;
-        let mut line = String::new();
-        tokio::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .await?;
-        line.trim().to_owned()
-    };
+    let server_credential = manager.data_dir().join("pki/server");
+    let ca_file = ca_dir.join("ca.pem");
+    let (echo_process, echo_addr) =
+        spawn_health_server(&[server_credential.as_os_str(), ca_file.as_os_str()]).await?;
     let mut echo_channels = Vec::new();
     let mut manager_channels = Vec::new();
     for device in &devices {
@@ -198,22 +174,7 @@ async fn main() -> anyhow::Result<()> {
         manager_channels.push(identity::channel(&manager.url(), &ca_dir, Some(device)).await?);
     }
     let (echo_channels, manager_channels) = (Arc::new(echo_channels), Arc::new(manager_channels));
-    let echo_call = {
-        let channels = echo_channels.clone();
-        move |worker: usize| {
-            let mut client = tonic_health::pb::health_client::HealthClient::new(
-                channels[worker % channels.len()].clone(),
-            );
-            async move {
-                client
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await?;
-                anyhow::Ok(())
-            }
-        }
-    };
+    let echo_call = move |worker: usize| health_check(&echo_channels, worker);
     let locate_call = {
         let channels = manager_channels.clone();
         move |worker: usize| {
@@ -236,19 +197,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let echo_pid = echo_process.id().context("echo server pid")?;
     let manager_pid = manager.pid().context("distribution manager pid")?;
-    let (mut echo_rates, mut echo_cpu, mut locate_rates, mut locate_cpu) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let echo = closed_loop(concurrency, seconds, echo_pid, echo_call.clone()).await?;
-        let locate = closed_loop(concurrency, seconds, manager_pid, locate_call.clone()).await?;
-        echo_rates.push(echo.per_second);
-        echo_cpu.push(echo.server_cpu_us);
-        locate_rates.push(locate.per_second);
-        locate_cpu.push(locate.server_cpu_us);
-    }
+    let (mut echo, mut locate) = alternating_rounds(
+        runs,
+        concurrency,
+        seconds,
+        (echo_pid, echo_call),
+        (manager_pid, locate_call),
+    )
+    .await?;
+    let (echo_rates, locate_rates) = (echo.rates.clone(), locate.rates.clone());
     drop(echo_process);
-    let (echo_rps, locate_rps) = (median(&mut echo_rates), median(&mut locate_rates));
-    let (echo_us, locate_us) = (median(&mut echo_cpu), median(&mut locate_cpu));
+    let (echo_rps, locate_rps) = (median(&mut echo.rates), median(&mut locate.rates));
+    let (echo_us, locate_us) = (median(&mut echo.cpu_us), median(&mut locate.cpu_us));
     let leaf_pem = std::fs::read(devices[0].join("cert.pem"))?;
     let leaf = rustls_pemfile::certs(&mut leaf_pem.as_slice())
         .next()

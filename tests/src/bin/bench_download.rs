@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clouddp_e2e::bench::{closed_loop, ensure_source, env_or, median};
+use clouddp_e2e::bench::{
+    alternating_rounds, ensure_source, env_or, health_check, median, serve_health,
+    spawn_health_server,
+};
 use clouddp_e2e::pki::TestCa;
 use clouddp_e2e::{ServiceKind, ServiceProcess, ServiceSpec};
 use clouddp_proto::v1 as pb;
@@ -28,24 +31,6 @@ use clouddp_proto::v1::content_location_service_client::ContentLocationServiceCl
 
 fn console(manager: &ServiceProcess, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     clouddp_e2e::console::json(&manager.url(), clouddp_e2e::console::NO_MONITORING, args)
-}
-
-/// A bare tonic server answering the standard health check: the baseline of what one RPC costs. Its listener
-/// is set up as `Server::serve` sets up its own (TCP_NODELAY on, tonic's default), on a free port.
-async fn echo_server() -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("{}", listener.local_addr()?);
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Calls `call` at `rate` per second (open loop) for `seconds`; returns latencies in ms.
@@ -135,7 +120,7 @@ fn percentile(values: &mut [f64], fraction: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("echo-server") {
-        return echo_server().await;
+        return serve_health(None).await;
     }
     let size_mb: u64 = env_or("SIZE_MB", "1024").parse()?;
     let runs: usize = env_or("N", "3").parse()?;
@@ -340,20 +325,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // 2. LocateContent vs a bare tonic server, same load generator.
-    let mut echo_process = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("echo-server")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let echo_addr = {
-        use tokio::io::AsyncBufReadExt as _;
-        let stdout = echo_process.stdout.take().context("echo stdout")?;
-        let mut line = String::new();
-        tokio::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .await?;
-        line.trim().to_owned()
-    };
+    let (echo_process, echo_addr) = spawn_health_server(&[]).await?;
     let connections = 4;
     let echo_channels: Vec<tonic::transport::Channel> = (0..connections)
         .map(|_| {
@@ -362,22 +334,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect::<Result<_, _>>()?;
     let echo_channels = Arc::new(echo_channels);
-    let echo_call = {
-        let channels = echo_channels.clone();
-        move |worker: usize| {
-            let mut client = tonic_health::pb::health_client::HealthClient::new(
-                channels[worker % channels.len()].clone(),
-            );
-            async move {
-                client
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await?;
-                anyhow::Ok(())
-            }
-        }
-    };
+    let echo_call = move |worker: usize| health_check(&echo_channels, worker);
     let manager_channels: Vec<tonic::transport::Channel> = (0..connections)
         .map(|_| {
             tonic::transport::Endpoint::from_shared(manager.url())
@@ -414,18 +371,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let echo_pid = echo_process.id().context("echo server pid")?;
     let manager_pid = manager.pid().context("distribution manager pid")?;
-    // Alternating rounds, so a slow spell of the machine weighs on both sides alike; medians compared.
-    let (mut echo_rates, mut echo_cpu, mut locate_rates, mut locate_cpu) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let echo = closed_loop(concurrency, seconds, echo_pid, echo_call.clone()).await?;
-        let locate = closed_loop(concurrency, seconds, manager_pid, locate_call.clone()).await?;
-        echo_rates.push(echo.per_second);
-        echo_cpu.push(echo.server_cpu_us);
-        locate_rates.push(locate.per_second);
-        locate_cpu.push(locate.server_cpu_us);
-    }
-    let (echo_rps, locate_rps) = (median(&mut echo_rates), median(&mut locate_rates));
+    let (mut echo, mut locate) = alternating_rounds(
+        runs,
+        concurrency,
+        seconds,
+        (echo_pid, echo_call),
+        (manager_pid, locate_call.clone()),
+    )
+    .await?;
+    let (echo_rates, locate_rates) = (echo.rates.clone(), locate.rates.clone());
+    let (echo_rps, locate_rps) = (median(&mut echo.rates), median(&mut locate.rates));
     let mut latencies = open_loop(locate_rps / 2.0, seconds, locate_call).await?;
     let p50 = percentile(&mut latencies, 0.5);
     let p99 = percentile(&mut latencies, 0.99);
@@ -437,8 +392,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "  rounds: LocateContent {locate_rates:.0?} req/s, health check {echo_rates:.0?} req/s; server CPU per call (median): LocateContent {:.1} µs (distribution manager), health check {:.1} µs (bare tonic); the load generator shares the 2 cores",
-        median(&mut locate_cpu),
-        median(&mut echo_cpu)
+        median(&mut locate.cpu_us),
+        median(&mut echo.cpu_us)
     );
     drop(manager);
 
