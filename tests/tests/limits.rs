@@ -62,31 +62,43 @@ async fn healthz(addr: std::net::SocketAddr, ca: &std::path::Path) -> std::io::R
         .to_owned())
 }
 
+/// A manager started from `spec` whose content endpoint serves a certificate for `localhost` of a test CA
+/// made in `work`; the manager and that CA's certificate.
+async fn endpoint_manager(
+    work: &std::path::Path,
+    spec: ServiceSpec,
+) -> (ServiceProcess, std::path::PathBuf) {
+    let pki = TestCa::new("limits-ca", work).unwrap();
+    let certificate = pki.server("endpoint", &["localhost"]).unwrap();
+    let manager = ServiceProcess::start(
+        spec.env(
+            "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
+            certificate.certificate.to_str().unwrap(),
+        )
+        .env(
+            "CLOUDDP_DM__CONTENT_ENDPOINT__PRIVATE_KEY",
+            certificate.private_key.to_str().unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    (manager, pki.certificate())
+}
+
 #[tokio::test]
 async fn half_open_and_slow_connections_starve_neither_the_endpoint_nor_grpc() {
     // The test opens more connections than a default limit allows.
     let own_limit = clouddp_platform::cli::raise_file_limit();
     let work = tempfile::tempdir().unwrap();
-    let pki = TestCa::new("limits-ca", work.path()).unwrap();
-    let certificate = pki.server("endpoint", &["localhost"]).unwrap();
-    let manager = ServiceProcess::start(
+    let (manager, ca) = endpoint_manager(
+        work.path(),
         ServiceSpec::new(ServiceKind::DistributionManager)
             .file_limit(1024)
-            .env(
-                "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
-                certificate.certificate.to_str().unwrap(),
-            )
-            .env(
-                "CLOUDDP_DM__CONTENT_ENDPOINT__PRIVATE_KEY",
-                certificate.private_key.to_str().unwrap(),
-            )
             .env("CLOUDDP_DM__CONTENT_ENDPOINT__HANDSHAKE_TIMEOUT", "1s")
             .env("CLOUDDP_DM__CONTENT_ENDPOINT__HEADER_READ_TIMEOUT", "1s"),
     )
-    .await
-    .unwrap();
+    .await;
     let addr = manager.content_addr();
-    let ca = pki.certificate();
 
     // Started with a soft limit of 1,024, the process raised it to its hard limit.
     let (soft, hard) = open_file_limits(manager.pid().unwrap());
@@ -191,24 +203,14 @@ async fn half_open_and_slow_connections_starve_neither_the_endpoint_nor_grpc() {
 #[tokio::test]
 async fn connections_past_the_cap_wait_until_one_ends() {
     let work = tempfile::tempdir().unwrap();
-    let pki = TestCa::new("limits-ca", work.path()).unwrap();
-    let certificate = pki.server("endpoint", &["localhost"]).unwrap();
-    let manager = ServiceProcess::start(
+    let (manager, ca) = endpoint_manager(
+        work.path(),
         ServiceSpec::new(ServiceKind::DistributionManager)
-            .env(
-                "CLOUDDP_DM__CONTENT_ENDPOINT__CERTIFICATE",
-                certificate.certificate.to_str().unwrap(),
-            )
-            .env(
-                "CLOUDDP_DM__CONTENT_ENDPOINT__PRIVATE_KEY",
-                certificate.private_key.to_str().unwrap(),
-            )
             .env("CLOUDDP_DM__CONTENT_ENDPOINT__MAX_CONNECTIONS", "20")
             .env("CLOUDDP_DM__CONTENT_ENDPOINT__HANDSHAKE_TIMEOUT", "2s"),
     )
-    .await
-    .unwrap();
-    let (addr, ca) = (manager.content_addr(), pki.certificate());
+    .await;
+    let addr = manager.content_addr();
     let mut held = Vec::new();
     for _ in 0..20 {
         held.push(TcpStream::connect(addr).await.unwrap());
